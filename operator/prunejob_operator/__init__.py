@@ -1,0 +1,1 @@
+"""operator/prunejob_operator."""

@@ -1,0 +1,5 @@
+"""Entry point placeholder."""
+
+
+def main() -> int:
+    return 0

@@ -1,0 +1,5 @@
+"""Entry point placeholder."""
+
+
+def tlt_prune_main() -> int:
+    return 0
