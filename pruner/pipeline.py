@@ -1,0 +1,308 @@
+"""The steps of one `prunejob prune` run: resolve input -> load -> prepare -> plan ->
+surgery -> verify -> save + publish -> report.
+
+Plug points for the storage/encryption layer (issue 3) are the four functions in the
+"I/O edges" section: `check_output`, `resolve_input`, `stage_output` and
+`publish_output` (+ `publish_report`). They implement plain local files now; S3 URIs,
+age decryption/encryption, `--overwrite` and the termination log replace their bodies
+without touching the steps in between.
+
+TensorFlow is imported only inside the steps, so argument errors stay instant.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pruner import modelio
+from pruner.errors import (
+    InvalidArgument,
+    InvalidModel,
+    KeyRequired,
+    OutputExists,
+    VerificationFailed,
+)
+from pruner.progress import Progress
+from pruner.report import build_report, write_json
+from pruner.settings import PruneSettings
+from pruner.target import TargetChoice, candidate_thresholds, search_threshold
+
+if TYPE_CHECKING:
+    import keras
+    import numpy as np
+
+    from pruner.plan import PreparedModel, PrunePlan
+
+# --verify: outputs may differ by float32 rounding only. Removing exactly-zero terms
+# reorders sums, so the bound is relative to each output's magnitude.
+VERIFY_RTOL = 1e-4
+VERIFY_ATOL = 1e-6
+VERIFY_BATCH = 2
+VERIFY_UNKNOWN_DIM = 32  # size used for input axes the model leaves open (None)
+
+
+@dataclass(frozen=True)
+class PruneRequest:
+    """Everything one run needs, already validated (built by pruner.cli)."""
+
+    model: str  # input location: a local path now (an S3 URI / encrypted file later)
+    output: str | None  # None only with dry_run
+    settings: PruneSettings
+    key: str = ""  # "" = no key
+    target_ratio: float | None = None
+    report: str | None = None
+    dry_run: bool = False
+    verify: bool = False
+    force: bool = False  # allow output == input
+    safe_mode: bool = True
+
+
+# ---------------------------------------------------------------- I/O edges (plug points)
+
+
+def check_output(request: PruneRequest) -> None:
+    """Fail fast, before the slow work, when the output (or report) can't be written."""
+    if request.report is not None:
+        report_path = Path(request.report)
+        if request.output is not None and modelio.same_file(report_path, Path(request.output)):
+            raise InvalidArgument(f"--report {report_path} is the same file as the output model")
+        modelio.prepare_output_dir(report_path)
+    if request.dry_run:
+        return  # nothing is written, so nothing about -o matters
+    if request.output is None:
+        raise InvalidArgument("-o/--output_file is required (unless --dry-run)")
+    output = Path(request.output)
+    modelio.output_format(output)
+    if not request.force and modelio.same_file(output, Path(request.model)):
+        raise OutputExists(
+            f"output {output} is the input model; refusing to overwrite it (pass --force)"
+        )
+    modelio.prepare_output_dir(output)
+
+
+@contextlib.contextmanager
+def resolve_input(request: PruneRequest) -> Iterator[Path]:
+    """A local plaintext model path for `request.model`, valid inside the block.
+
+    Local files only for now: no download, no decryption. A key given for a plain
+    file is an error rather than silently ignored.
+    """
+    path = Path(request.model)
+    found = modelio.inspect_model_file(path)  # missing / unreadable / not a model
+    if found == "age" and request.key:
+        raise InvalidArgument(
+            f"model {path} is age-encrypted, and this build cannot decrypt models yet; "
+            "decrypt it first"
+        )
+    if found == "age":
+        raise KeyRequired(f"model file {path} is age-encrypted; give its key with -k")
+    if request.key:
+        raise InvalidArgument(
+            f"a key was given (-k) but model {path} is not encrypted; drop -k for plain models"
+        )
+    yield path
+
+
+@contextlib.contextmanager
+def stage_output(request: PruneRequest) -> Iterator[Path]:
+    """Where to save the plaintext model before it is published: a temp file next to
+    the output (same filesystem, so publishing is an atomic rename); removed if the
+    run fails before publishing."""
+    assert request.output is not None
+    with modelio.staged_file(Path(request.output)) as staged:
+        yield staged
+
+
+def publish_output(staged: Path, request: PruneRequest) -> dict[str, Any]:
+    """Move the saved model into place; returns {"uri", "bytes", "sha256"} of what was stored."""
+    assert request.output is not None
+    output = Path(request.output)
+    digest = hashlib.sha256()
+    with staged.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    size = staged.stat().st_size
+    modelio.commit_file(staged, output)
+    return {"uri": str(output), "bytes": size, "sha256": digest.hexdigest()}
+
+
+def publish_report(report: dict[str, Any], request: PruneRequest) -> None:
+    if request.report is not None:
+        write_json(report, Path(request.report))
+
+
+# ---------------------------------------------------------------- steps
+
+
+def load_model(path: Path, *, safe_mode: bool) -> keras.Model:
+    """Load and return a functional model (Sequential is converted, not rejected)."""
+    from pruner.graph import as_functional
+
+    model = modelio.load_model(path, safe_mode=safe_mode)
+    try:
+        return as_functional(model)
+    except ValueError as err:  # e.g. a Sequential that was never built
+        raise InvalidModel(f"cannot use model {path}: {err}") from None
+
+
+def layer_names(model: keras.Model) -> list[str]:
+    """Names of every layer, nested models included (as "inner" and "outer/inner")."""
+    import keras
+
+    names: list[str] = []
+    for layer in model.layers:
+        names.append(layer.name)
+        if isinstance(layer, keras.Model):
+            for inner in layer_names(layer):
+                names.extend((inner, f"{layer.name}/{inner}"))
+    return names
+
+
+def missing_excluded_layers(excluded: tuple[str, ...], names: list[str]) -> dict[str, list[str]]:
+    """Excluded names the model lacks -> up to three close existing names each."""
+    known = set(names)
+    return {
+        name: difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+        for name in excluded
+        if name not in known
+    }
+
+
+def warn_missing_excluded(model: keras.Model, settings: PruneSettings, progress: Progress) -> None:
+    for name, close in missing_excluded_layers(
+        settings.excluded_layers, layer_names(model)
+    ).items():
+        hint = f"; close names: {', '.join(close)}" if close else ""
+        progress.warn(f"excluded layer {name!r} is not in the model, ignoring it{hint}")
+
+
+def choose_plan(
+    prepared: PreparedModel, request: PruneRequest
+) -> tuple[PrunePlan, TargetChoice | None]:
+    """The plan for -pth, or for the threshold --target-ratio finds."""
+    if request.target_ratio is None:
+        return prepared.plan(), None
+
+    def ratio_at(threshold: float) -> float:
+        params = prepared.totals(prepared.plan(threshold))["params"]
+        return params["after"] / params["before"] if params["before"] else 1.0
+
+    choice = search_threshold(
+        ratio_at, candidate_thresholds(prepared.threshold_candidates()), request.target_ratio
+    )
+    return prepared.plan(choice.threshold), choice
+
+
+def random_batch(model: keras.Model, seed: int = 0) -> list[np.ndarray]:
+    """One random float batch per model input, open axes filled with a small size."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    batch = []
+    for tensor in model.inputs:
+        shape = [VERIFY_BATCH] + [dim or VERIFY_UNKNOWN_DIM for dim in tensor.shape[1:]]
+        batch.append(rng.standard_normal(shape).astype("float32"))
+    return batch
+
+
+def verify_pruned(original: keras.Model, plan: PrunePlan, pruned: keras.Model) -> dict[str, Any]:
+    """Run the masked original and the pruned model on one random batch; their outputs
+    must agree within float32 rounding (VerificationFailed otherwise)."""
+    import numpy as np
+
+    from pruner.masking import mask_removed_filters
+
+    masked = mask_removed_filters(original, plan)
+    batch = random_batch(original)
+    expected = [np.asarray(out) for out in _as_list(masked(batch, training=False))]
+    actual = [np.asarray(out) for out in _as_list(pruned(batch, training=False))]
+    worst = 0.0
+    for index, (want, got) in enumerate(zip(expected, actual, strict=True)):
+        if want.shape != got.shape:
+            raise VerificationFailed(
+                f"output {index} of the pruned model has shape {got.shape}, "
+                f"the original {want.shape}"
+            )
+        diff = float(np.max(np.abs(want - got))) if want.size else 0.0
+        limit = VERIFY_ATOL + VERIFY_RTOL * float(np.max(np.abs(want)) if want.size else 0.0)
+        if not diff <= limit:  # NaN fails too
+            raise VerificationFailed(
+                f"output {index} of the pruned model differs from the masked original by "
+                f"{diff:.3g} (> {limit:.3g}); the surgery changed what the model computes"
+            )
+        worst = max(worst, diff)
+    return {"maxAbsDiff": worst, "rtol": VERIFY_RTOL, "atol": VERIFY_ATOL, "batch": VERIFY_BATCH}
+
+
+def _as_list(outputs: Any) -> list[Any]:
+    if isinstance(outputs, dict):
+        return [outputs[key] for key in sorted(outputs)]
+    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+
+
+def run_prune(request: PruneRequest, progress: Progress) -> dict[str, Any]:
+    """Run the whole pipeline; returns the JSON report (also written with --report)."""
+    check_output(request)
+    with resolve_input(request) as local_model, progress.step("loading", str(request.model)):
+        model = load_model(local_model, safe_mode=request.safe_mode)
+    warn_missing_excluded(model, request.settings, progress)
+
+    from pruner.counting import count_params
+    from pruner.plan import prepare
+    from pruner.surgery import apply_plan
+
+    with progress.step("preparing", "(channel graph and filter statistics)"):
+        prepared = prepare(model, request.settings)
+    with progress.step("planning"):
+        plan, choice = choose_plan(prepared, request)
+        totals = prepared.totals(plan)
+    settings = replace(request.settings, threshold=choice.threshold) if choice else plan.settings
+    if choice is not None:
+        progress.say(
+            f"--target-ratio {choice.target}: threshold {choice.threshold!r} gives ratio "
+            f"{choice.ratio:.4f} ({choice.plans_evaluated} plans evaluated)"
+        )
+        if not choice.reached:
+            progress.warn(
+                f"no threshold reaches ratio {choice.target}; pruning as far as the "
+                f"settings allow gives {choice.ratio:.4f}"
+            )
+
+    output_info = verification = None
+    if not request.dry_run:
+        with progress.step("surgery"):
+            pruned = apply_plan(prepared.model, plan)
+        counted = count_params(pruned)
+        if counted != totals["params"]["after"]:
+            progress.warn(
+                f"the pruned model has {counted:,} parameters, the plan predicted "
+                f"{totals['params']['after']:,}; the report uses the model's count"
+            )
+            totals = {**totals, "params": {**totals["params"], "after": counted}}
+        if request.verify:
+            with progress.step("verifying", "(masked original vs pruned, random batch)"):
+                verification = verify_pruned(prepared.model, plan, pruned)
+        with stage_output(request) as staged, progress.step("saving", str(request.output)):
+            modelio.save_model(pruned, staged)
+            output_info = publish_output(staged, request)
+
+    report = build_report(
+        totals=totals,
+        layers=plan.layers,
+        settings=settings.to_json(),
+        timings=progress.timings,
+        model=str(request.model),
+        output=output_info,
+        target=choice.to_json() if choice else None,
+        plan=plan.to_json() if request.dry_run else None,
+        verification=verification,
+        dry_run=request.dry_run,
+    )
+    publish_report(report, request)
+    return report
