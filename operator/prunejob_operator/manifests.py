@@ -1,0 +1,277 @@
+"""PruneJob spec -> batch/v1 Job manifest. Pure functions, no API calls.
+
+The Job runs the one worker code path, `prunejob prune`, with S3 URIs. Secrets reach
+the pod only through `secretKeyRef` env vars, so their values never appear in the
+Job, the PruneJob, events or logs; the operator itself never reads a Secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+from prunejob_operator.models import API_VERSION, KIND, PruneJobSpec
+from pruner import errors
+
+LABEL_NAME = "prunejob.io/name"
+LABEL_GENERATION = "prunejob.io/generation"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "prunejob"
+LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+# Annotations carry what labels cannot: the full PruneJob name (labels stop at 63
+# characters) and the PruneJob's creation time, the concurrency queue's order.
+ANNOTATION_OWNER = "prunejob.io/prunejob"
+ANNOTATION_QUEUED_AT = "prunejob.io/queued-at"
+
+CONTAINER_NAME = "prune"
+SCRATCH_DIR = "/scratch"
+TERMINATION_LOG = "/dev/termination-log"
+WORKER_UID = 65532  # the `nonroot` user of distroless-style images; the Dockerfile uses it too
+MAX_NAME = 63  # pods carry the Job name in a label: 63 characters at most
+
+# Worker failures that a retry cannot fix: the Job fails at once (podFailurePolicy)
+# instead of burning `backoffLimit` retries. EndpointUnreachable and internal
+# errors stay retryable.
+PERMANENT_ERRORS: tuple[type[errors.PrunejobError], ...] = (
+    errors.InvalidArgument,
+    errors.ModelNotFound,
+    errors.InvalidModel,
+    errors.UnsupportedLayer,
+    errors.DecryptionFailed,
+    errors.KeyRequired,
+    errors.BucketNotFound,
+    errors.AccessDenied,
+    errors.OutputExists,
+    errors.OutputNotWritable,
+    errors.VerificationFailed,
+)
+PERMANENT_EXIT_CODES: tuple[int, ...] = tuple(sorted(cls.exit_code for cls in PERMANENT_ERRORS))
+
+
+def _short_hash(text: str, length: int = 8) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def job_name(prunejob_name: str, generation: int) -> str:
+    """`<name>-g<generation>`; names too long for a label are cut and get a hash
+    of the full name, so the result stays unique and deterministic."""
+    suffix = f"-g{generation}"
+    name = prunejob_name + suffix
+    if len(name) <= MAX_NAME:
+        return name
+    digest = "-" + _short_hash(prunejob_name)
+    keep = MAX_NAME - len(suffix) - len(digest)
+    return prunejob_name[:keep].rstrip("-.") + digest + suffix
+
+
+def label_value(text: str) -> str:
+    """A label-safe value (<= 63 characters) that still identifies `text`."""
+    if len(text) <= 63:
+        return text
+    return re.sub(r"[^A-Za-z0-9]+$", "", text[:54]) + "-" + _short_hash(text)
+
+
+def worker_args(spec: PruneJobSpec) -> list[str]:
+    """The `prunejob prune` arguments for a spec (never any secret)."""
+    pruning = spec.pruning
+    args = [
+        "-m", spec.model,
+        "-o", spec.output,
+        "-n", pruning.normalizer,
+        "-eq", pruning.equalization_criterion,
+        "-pg", str(pruning.granularity),
+        "-pth", repr(pruning.threshold),
+        "-nf", str(pruning.min_num_filters),
+    ]  # fmt: skip
+    if pruning.target_ratio is not None:
+        args += ["--target-ratio", repr(pruning.target_ratio)]
+    if spec.overwrite:
+        args.append("--overwrite")
+    if spec.s3.endpoint:
+        args += ["--s3-endpoint", spec.s3.endpoint]
+    args += ["--termination-log", TERMINATION_LOG]
+    if pruning.excluded_layers:  # last: `-el` takes every following word
+        args += ["-el", *pruning.excluded_layers]
+    return args
+
+
+def _secret_env(name: str, secret: str, key: str, *, optional: bool = False) -> dict[str, Any]:
+    ref: dict[str, Any] = {"name": secret, "key": key}
+    if optional:
+        ref["optional"] = True
+    return {"name": name, "valueFrom": {"secretKeyRef": ref}}
+
+
+def worker_env(spec: PruneJobSpec) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": "TMPDIR", "value": SCRATCH_DIR},
+        {"name": "HOME", "value": SCRATCH_DIR},
+        {"name": "KERAS_HOME", "value": f"{SCRATCH_DIR}/.keras"},
+        {"name": "TF_CPP_MIN_LOG_LEVEL", "value": "2"},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    if spec.key_secret_ref is not None:
+        env.append(_secret_env("PRUNEJOB_KEY", spec.key_secret_ref.name, spec.key_secret_ref.key))
+    credentials = spec.s3.credentials_secret_ref
+    if credentials is not None:
+        env.append(_secret_env("AWS_ACCESS_KEY_ID", credentials.name, "AWS_ACCESS_KEY_ID"))
+        env.append(_secret_env("AWS_SECRET_ACCESS_KEY", credentials.name, "AWS_SECRET_ACCESS_KEY"))
+        env.append(
+            _secret_env("AWS_SESSION_TOKEN", credentials.name, "AWS_SESSION_TOKEN", optional=True)
+        )
+    if spec.s3.region:
+        env.append({"name": "AWS_REGION", "value": spec.s3.region})
+    return env
+
+
+def worker_resources(spec: PruneJobSpec) -> dict[str, Any]:
+    """spec.resources plus the GPU limit (GPUs are limits-only in Kubernetes)."""
+    limits = dict(spec.resources.limits)
+    requests = dict(spec.resources.requests)
+    if spec.gpus > 0:
+        limits["nvidia.com/gpu"] = spec.gpus
+        requests.pop("nvidia.com/gpu", None)
+    resources: dict[str, Any] = {}
+    if limits:
+        resources["limits"] = limits
+    if requests:
+        resources["requests"] = requests
+    return resources
+
+
+RESTRICTED_POD_SECURITY: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": WORKER_UID,
+    "runAsGroup": WORKER_UID,
+    "fsGroup": WORKER_UID,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+RESTRICTED_CONTAINER_SECURITY: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def build_job(
+    *,
+    name: str,
+    namespace: str,
+    uid: str,
+    generation: int,
+    created_at: str,
+    spec: PruneJobSpec,
+    default_image: str,
+    suspend: bool,
+) -> dict[str, Any]:
+    """The Job for one generation of a PruneJob.
+
+    `suspend`: create it suspended (the operator's concurrency queue unsuspends it);
+    with `spec.queue_name` it is always suspended and Kueue admits it.
+    """
+    labels = {
+        LABEL_NAME: label_value(name),
+        LABEL_GENERATION: str(generation),
+        LABEL_MANAGED_BY: MANAGED_BY,
+        "app.kubernetes.io/name": "prunejob-worker",
+        "app.kubernetes.io/instance": label_value(name),
+    }
+    annotations = {ANNOTATION_OWNER: name, ANNOTATION_QUEUED_AT: created_at}
+    job_labels = dict(labels)
+    if spec.queue_name:
+        job_labels[LABEL_KUEUE_QUEUE] = spec.queue_name
+        suspend = True
+
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        # The worker talks to S3 only; it needs no Kubernetes API token.
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": RESTRICTED_POD_SECURITY,
+        "containers": [
+            {
+                "name": CONTAINER_NAME,
+                "image": spec.image or default_image,
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["prunejob", "prune"],
+                "args": worker_args(spec),
+                "env": worker_env(spec),
+                "resources": worker_resources(spec),
+                "securityContext": RESTRICTED_CONTAINER_SECURITY,
+                "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH_DIR}],
+                "terminationMessagePath": TERMINATION_LOG,
+                "terminationMessagePolicy": "File",
+            }
+        ],
+        "volumes": [{"name": "scratch", "emptyDir": {}}],
+    }
+    if spec.gpus > 0:
+        # The usual taint on GPU nodes; harmless where absent.
+        pod_spec["tolerations"] = [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+        ]
+    if spec.tolerations:
+        pod_spec["tolerations"] = pod_spec.get("tolerations", []) + [
+            t.model_dump(by_alias=True, exclude_none=True) for t in spec.tolerations
+        ]
+    if spec.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.node_selector)
+    if spec.affinity:
+        pod_spec["affinity"] = spec.affinity
+    if spec.priority_class_name:
+        pod_spec["priorityClassName"] = spec.priority_class_name
+    if spec.service_account_name:
+        pod_spec["serviceAccountName"] = spec.service_account_name
+    if spec.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": ref.name} for ref in spec.image_pull_secrets]
+
+    job_spec: dict[str, Any] = {
+        "suspend": suspend,
+        "backoffLimit": spec.backoff_limit,
+        "completions": 1,
+        "parallelism": 1,
+        "podFailurePolicy": {
+            "rules": [
+                {
+                    "action": "FailJob",
+                    "onExitCodes": {
+                        "containerName": CONTAINER_NAME,
+                        "operator": "In",
+                        "values": list(PERMANENT_EXIT_CODES),
+                    },
+                },
+                # A pod evicted or preempted is not the worker's fault: retry for free.
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            ]
+        },
+        "template": {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod_spec},
+    }
+    if spec.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
+    if spec.ttl_seconds_after_finished is not None:
+        job_spec["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
+
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(name, generation),
+            "namespace": namespace,
+            "labels": job_labels,
+            "annotations": annotations,
+            "ownerReferences": [
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": KIND,
+                    "name": name,
+                    "uid": uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": job_spec,
+    }
