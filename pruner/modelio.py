@@ -9,9 +9,9 @@ never leaves a half-written output, nor destroys a good one that was there.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -189,13 +189,15 @@ def commit_file(staged: Path, path: Path) -> None:
 def save_model(model: keras.Model, path: Path) -> None:
     """Write `model` to `path` in the format its suffix names (not atomic on its own:
     callers write to a `staged_file` and `commit_file` it)."""
-    with warnings.catch_warnings():
-        # Keras warns that .h5 is a legacy format; the user chose it.
-        warnings.simplefilter("ignore", UserWarning)
-        try:
-            model.save(path)
-        except OSError as err:
-            raise OutputNotWritable(f"cannot write output {path}: {err.strerror or err}") from None
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)  # Keras logs that .h5 is legacy; the user chose it
+    try:
+        model.save(path)
+    except OSError as err:
+        raise OutputNotWritable(f"cannot write output {path}: {err.strerror or err}") from None
+    finally:
+        absl_logger.setLevel(level)
 
 
 def save_model_atomic(model: keras.Model, path: Path) -> int:
