@@ -1,0 +1,105 @@
+"""``python -m devcluster serve``: run the local development cluster until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+from devcluster.cluster import ClusterError, new_api_server, start_http, stop_http
+from devcluster.kubeconfig import write_kubeconfig
+from devcluster.resources import CrdError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m devcluster",
+        description="Local Kubernetes API emulator (kmock + API-server semantics) and pod runner.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve the API (and run pods) until interrupted")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
+    serve.add_argument(
+        "--crd",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="CRD YAML file or folder to register (repeatable)",
+    )
+    serve.add_argument("--kubeconfig", type=Path, help="where to write the kubeconfig")
+    serve.add_argument("--gpus", type=int, default=8, help="nvidia.com/gpu of the fake node")
+    serve.add_argument(
+        "--node-label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="label of the fake node (repeatable)",
+    )
+    serve.add_argument("--no-pods", action="store_true", help="do not run the pod runner")
+    serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    node_labels: dict[str, str] = {}
+    for item in args.node_label:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"devcluster: --node-label {item!r} must be KEY=VALUE", file=sys.stderr)
+            return 2
+        node_labels[key] = value
+    workdir = Path(tempfile.mkdtemp(prefix="devcluster-"))
+    log_dir = workdir / "logs"
+    try:
+        server = new_api_server(args.crd, log_dir=log_dir)
+    except CrdError as exc:
+        print(f"devcluster: {exc}", file=sys.stderr)
+        return 2
+    try:
+        runner, url = await start_http(server, args.host, args.port)
+    except ClusterError as exc:
+        print(f"devcluster: {exc}", file=sys.stderr)
+        return 1
+    kubeconfig = write_kubeconfig(args.kubeconfig or workdir / "kubeconfig", url)
+    pod_runner = None
+    if not args.no_pods:
+        from devcluster.podrunner import PodRunner
+
+        pod_runner = PodRunner(url, gpus=args.gpus, node_labels=node_labels, log_dir=log_dir)
+        await pod_runner.start()
+    print(url, flush=True)
+    print(f"devcluster: serving {url}; kubeconfig {kubeconfig}; Ctrl-C stops", file=sys.stderr)
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopped.set)
+    await stopped.wait()
+    print("devcluster: stopping", file=sys.stderr)
+    if pod_runner is not None:
+        await pod_runner.stop()
+    await stop_http(server, runner)
+    import shutil
+
+    shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    if not args.verbose:
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    return asyncio.run(_serve(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
