@@ -91,3 +91,30 @@ ALL_ERRORS: tuple[type[PrunejobError], ...] = (
 )
 
 EXIT_CODES: dict[str, int] = {cls.reason: cls.exit_code for cls in ALL_ERRORS}
+
+
+# Why an age file could not be decrypted. All keep the DecryptionFailed reason and
+# exit code (stable API for the operator); the class and message say which case it is.
+class WrongKey(DecryptionFailed):
+    """The passphrase does not unwrap the file key (or the stanza was altered)."""
+
+
+class TruncatedFile(DecryptionFailed):
+    """The ciphertext ends before its authenticated final chunk."""
+
+
+class TamperedFile(DecryptionFailed):
+    """A header MAC or a payload chunk failed authentication."""
+
+
+class ReorderedChunks(DecryptionFailed):
+    """A payload chunk authenticates, but at another position than where it is."""
+
+
+class UnsupportedEncryption(DecryptionFailed):
+    """Not an age v1 passphrase file we accept: other recipients, armor, a bad header,
+    or an scrypt work factor outside the accepted range."""
+
+
+class WorkFactorRefused(UnsupportedEncryption):
+    """The header asks for an scrypt work factor above the accepted ceiling (DoS guard)."""
