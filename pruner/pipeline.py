@@ -31,7 +31,7 @@ from pruner.errors import (
 from pruner.progress import Progress
 from pruner.report import build_report, write_json
 from pruner.settings import PruneSettings
-from pruner.target import TargetChoice, candidate_thresholds, search_threshold
+from pruner.target import TargetChoice, choose_threshold
 
 if TYPE_CHECKING:
     import keras
@@ -188,14 +188,7 @@ def choose_plan(
     """The plan for -pth, or for the threshold --target-ratio finds."""
     if request.target_ratio is None:
         return prepared.plan(), None
-
-    def ratio_at(threshold: float) -> float:
-        params = prepared.totals(prepared.plan(threshold))["params"]
-        return params["after"] / params["before"] if params["before"] else 1.0
-
-    choice = search_threshold(
-        ratio_at, candidate_thresholds(prepared.threshold_candidates()), request.target_ratio
-    )
+    choice = choose_threshold(prepared, request.target_ratio)
     return prepared.plan(choice.threshold), choice
 
 

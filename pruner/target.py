@@ -15,9 +15,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pruner.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from pruner.plan import PreparedModel
+
+Metric = Literal["params", "filters", "flops"]
 
 
 @dataclass(frozen=True)
@@ -85,3 +90,16 @@ def search_threshold(
         else:
             low = middle + 1
     return TargetChoice(target, candidates[high], ratio_of(high), True, len(cache))
+
+
+def choose_threshold(
+    prepared: PreparedModel, target: float, metric: Metric = "params"
+) -> TargetChoice:
+    """The threshold whose plan's `metric` ratio (after/before) is closest to `target`
+    from below, searched on plans only (no surgery)."""
+
+    def ratio_at(threshold: float) -> float:
+        counts = prepared.totals(prepared.plan(threshold))[metric]
+        return counts["after"] / counts["before"] if counts["before"] else 1.0
+
+    return search_threshold(ratio_at, candidate_thresholds(prepared.threshold_candidates()), target)
