@@ -1,0 +1,268 @@
+"""Job + Pods -> PruneJob status, for every reason code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from prunejob_operator import models
+from prunejob_operator.status import (
+    build_status,
+    derive,
+    invalid_spec,
+    summarize_job,
+    summarize_pod,
+    transition_event,
+)
+
+from pruner import errors
+from pruner.termination import failure_message, success_message
+
+REPORT = {
+    "params": {"before": 1000, "after": 600},
+    "filters": {"before": 96, "after": 64},
+    "flops": {"before": 50000, "after": 30000},
+    "pruningRatio": 0.6,
+    "layers": [
+        {"name": "conv1", "before": 32, "after": 24},
+        {"name": "conv2", "before": 64, "after": 40},
+    ],
+}
+OUTPUT = {"uri": "s3://outputs/m.keras", "sha256": "ab" * 32, "bytes": 1234}
+
+
+def job_body(*, suspend: bool = False, conditions: list | None = None, **extra: Any) -> dict:
+    labels = {"prunejob.io/generation": "2", "app.kubernetes.io/managed-by": "prunejob"}
+    labels.update(extra.pop("labels", {}))
+    return {
+        "metadata": {
+            "name": "pj-g2",
+            "namespace": "ml",
+            "labels": labels,
+            "annotations": {"prunejob.io/prunejob": "pj", "prunejob.io/queued-at": "T0"},
+        },
+        "spec": {"suspend": suspend},
+        "status": {"conditions": conditions or [], "startTime": "2025-01-01T00:00:00Z", **extra},
+    }
+
+
+def condition(type_: str, reason: str = "", message: str = "") -> dict:
+    return {
+        "type": type_,
+        "status": "True",
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": "2025-01-01T00:05:00Z",
+    }
+
+
+def pod_body(
+    name: str = "pj-g2-abcde",
+    *,
+    phase: str = "Pending",
+    state: dict | None = None,
+    conditions: list | None = None,
+    created: str = "2025-01-01T00:00:01Z",
+) -> dict:
+    status: dict[str, Any] = {"phase": phase, "conditions": conditions or []}
+    if state is not None:
+        status["containerStatuses"] = [{"name": "prune", "state": state}]
+    return {"metadata": {"name": name, "creationTimestamp": created}, "status": status}
+
+
+def terminated(code: int, message: str, reason: str = "Error") -> dict:
+    return {"terminated": {"exitCode": code, "reason": reason, "message": message}}
+
+
+def observe(job: dict | None, pods: list[dict] = (), cap: int = 0):  # type: ignore[assignment]
+    return derive(
+        generation=2,
+        job_name="pj-g2",
+        job=summarize_job(job) if job else None,
+        pods=[summarize_pod(pod) for pod in pods],
+        max_running_jobs=cap,
+    )
+
+
+def test_no_job_yet_is_pending_creating() -> None:
+    seen = observe(None)
+    assert (seen.phase, seen.reason, seen.job_name) == ("Pending", "Creating", "pj-g2")
+
+
+def test_suspended_job_is_queued() -> None:
+    seen = observe(job_body(suspend=True), cap=3)
+    assert (seen.phase, seen.reason) == ("Pending", "Queued")
+    assert "3" in seen.message
+
+
+def test_kueue_job_waits_for_kueue() -> None:
+    body = job_body(suspend=True, labels={"kueue.x-k8s.io/queue-name": "q"})
+    seen = observe(body)
+    assert (seen.phase, seen.reason) == ("Pending", "Queued")
+    assert "Kueue" in seen.message
+
+
+def test_running_pod_is_running() -> None:
+    seen = observe(job_body(active=1), [pod_body(phase="Running", state={"running": {}})])
+    assert (seen.phase, seen.reason) == ("Running", "Running")
+    assert seen.start_time == "2025-01-01T00:00:00Z"
+
+
+def test_success_carries_the_counts_from_the_termination_message() -> None:
+    message = success_message(REPORT, output=OUTPUT, report_uri="s3://outputs/m.keras.report.json")
+    job = job_body(conditions=[condition("Complete")], completionTime="2025-01-01T00:09:00Z")
+    seen = observe(job, [pod_body(phase="Succeeded", state=terminated(0, message, "Completed"))])
+    assert (seen.phase, seen.reason) == ("Succeeded", "Succeeded")
+    status = build_status(models.PruneJobStatus(), seen, "2025-01-01T00:10:00Z")
+    assert status.filters == models.BeforeAfter(before=96, after=64)
+    assert status.filters_summary == "96 -> 64"
+    assert status.params == models.BeforeAfter(before=1000, after=600)
+    assert status.flops == models.BeforeAfter(before=50000, after=30000)
+    assert status.pruning_ratio == 0.6
+    assert [(layer.name, layer.before, layer.after) for layer in status.layers] == [
+        ("conv1", 32, 24),
+        ("conv2", 64, 40),
+    ]
+    assert status.output == models.OutputRef(**OUTPUT)
+    assert status.report_uri == "s3://outputs/m.keras.report.json"
+    assert status.completion_time == "2025-01-01T00:09:00Z"
+    assert status.observed_generation == 2 and status.job_name == "pj-g2"
+    ready = {c.type: c.status for c in status.conditions}
+    assert ready == {"Ready": "True", "Reconciling": "False", "Stalled": "False"}
+
+
+def test_compressed_layers_are_decoded() -> None:
+    layers = [{"name": f"conv_{i}", "before": 64, "after": 32} for i in range(300)]
+    report = {**REPORT, "layers": layers}
+    message = success_message(report, output=OUTPUT)
+    assert "layersZ" in message  # too long in plain: this exercises the compressed form
+    job = job_body(conditions=[condition("Complete")])
+    seen = observe(job, [pod_body(phase="Succeeded", state=terminated(0, message, "Completed"))])
+    assert len(seen.results["layers"]) == 300
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        errors.ModelNotFound,
+        errors.DecryptionFailed,
+        errors.UnsupportedLayer,
+        errors.AccessDenied,
+        errors.KeyRequired,
+        errors.BucketNotFound,
+        errors.OutputExists,
+        errors.InvalidModel,
+    ],
+)
+def test_worker_reason_from_the_termination_message(error: type[errors.PrunejobError]) -> None:
+    message = failure_message(error.reason, f"{error.reason} happened to s3://inputs/m.keras")
+    pod = pod_body(phase="Failed", state=terminated(error.exit_code, message))
+    for job_reason in ("PodFailurePolicy", "BackoffLimitExceeded"):
+        job = job_body(conditions=[condition("Failed", job_reason, "job failed")])
+        seen = observe(job, [pod])
+        assert (seen.phase, seen.reason) == ("Failed", error.reason)
+        assert seen.message == f"{error.reason} happened to s3://inputs/m.keras"
+
+
+def test_backoff_limit_with_a_transient_worker_error() -> None:
+    message = failure_message("EndpointUnreachable", "cannot reach http://s3:9000")
+    pods = [
+        pod_body(f"pj-g2-{i}", phase="Failed", state=terminated(10, message), created=f"T{i}")
+        for i in range(3)
+    ]
+    job = job_body(conditions=[condition("Failed", "BackoffLimitExceeded")], failed=3)
+    seen = observe(job, pods)
+    assert (seen.phase, seen.reason) == ("Failed", "BackoffLimitExceeded")
+    assert "3 attempt(s)" in seen.message and "EndpointUnreachable" in seen.message
+
+
+def test_backoff_limit_without_a_message() -> None:
+    pod = pod_body(phase="Failed", state=terminated(137, "", "OOMKilled"))
+    job = job_body(conditions=[condition("Failed", "BackoffLimitExceeded")], failed=1)
+    seen = observe(job, [pod])
+    assert (seen.phase, seen.reason) == ("Failed", "BackoffLimitExceeded")
+    assert "OOMKilled" in seen.message and "137" in seen.message
+
+
+def test_deadline_exceeded() -> None:
+    job = job_body(
+        conditions=[condition("Failed", "DeadlineExceeded", "Job was active longer than...")]
+    )
+    seen = observe(job, [pod_body(phase="Failed", state=terminated(137, "", "Error"))])
+    assert (seen.phase, seen.reason) == ("Failed", "DeadlineExceeded")
+    assert seen.completion_time == "2025-01-01T00:05:00Z"
+
+
+def test_missing_secret_is_pending_secret_not_found() -> None:
+    waiting = {
+        "waiting": {"reason": "CreateContainerConfigError", "message": 'secret "key" not found'}
+    }
+    seen = observe(job_body(active=1), [pod_body(state=waiting)])
+    assert (seen.phase, seen.reason) == ("Pending", "SecretNotFound")
+    assert seen.message == 'secret "key" not found'
+
+
+@pytest.mark.parametrize("reason", ["ErrImagePull", "ImagePullBackOff"])
+def test_image_pull_failure(reason: str) -> None:
+    waiting = {"waiting": {"reason": reason, "message": "pull access denied"}}
+    seen = observe(job_body(active=1), [pod_body(state=waiting)])
+    assert (seen.phase, seen.reason) == ("Pending", "ImagePullBackOff")
+
+
+def test_unschedulable() -> None:
+    scheduled = {
+        "type": "PodScheduled",
+        "status": "False",
+        "reason": "Unschedulable",
+        "message": "0/1 nodes: insufficient nvidia.com/gpu",
+    }
+    seen = observe(job_body(active=1), [pod_body(conditions=[scheduled])])
+    assert (seen.phase, seen.reason) == ("Pending", "Unschedulable")
+    assert "nvidia.com/gpu" in seen.message
+
+
+def test_failed_attempt_with_retries_left_is_retrying() -> None:
+    message = failure_message("EndpointUnreachable", "cannot reach S3")
+    seen = observe(job_body(active=0), [pod_body(phase="Failed", state=terminated(10, message))])
+    assert (seen.phase, seen.reason) == ("Running", "Retrying")
+
+
+def test_invalid_spec_is_failed_and_stalled() -> None:
+    status = build_status(models.PruneJobStatus(), invalid_spec(4, "spec.gpus: bad"), "now")
+    assert (status.phase, status.reason, status.observed_generation) == ("Failed", "InvalidSpec", 4)
+    stalled = next(c for c in status.conditions if c.type == "Stalled")
+    assert (stalled.status, stalled.reason) == ("True", "InvalidSpec")
+
+
+def test_conditions_keep_their_transition_time() -> None:
+    first = build_status(models.PruneJobStatus(), observe(job_body(suspend=True)), "t1")
+    second = build_status(first, observe(job_body(suspend=True)), "t2")
+    assert second == first  # nothing changed: nothing to patch
+    running = observe(job_body(active=1), [pod_body(phase="Running", state={"running": {}})])
+    third = build_status(second, running, "t3")
+    times = {c.type: c.last_transition_time for c in third.conditions}
+    assert times == {"Ready": "t1", "Reconciling": "t1", "Stalled": "t1"}  # statuses unchanged
+    assert third.reason == "Running"
+
+
+def test_a_new_generation_clears_the_previous_results() -> None:
+    message = success_message(REPORT, output=OUTPUT)
+    job = job_body(conditions=[condition("Complete")])
+    done = observe(job, [pod_body(phase="Succeeded", state=terminated(0, message, "Completed"))])
+    succeeded = build_status(models.PruneJobStatus(), done, "t1")
+    fresh = derive(generation=3, job_name="pj-g3", job=None, pods=[])
+    restarted = build_status(succeeded, fresh, "t2")
+    patch = restarted.to_patch()
+    assert patch["filters"] is None and patch["layers"] == [] and patch["output"] is None
+    assert patch["observedGeneration"] == 3 and patch["phase"] == "Pending"
+
+
+def test_events_on_transitions_only() -> None:
+    empty = models.PruneJobStatus()
+    queued = build_status(empty, observe(job_body(suspend=True)), "t1")
+    assert transition_event(empty, queued).reason == "Queued"
+    assert transition_event(queued, queued) is None
+    failed_obs = observe(job_body(conditions=[condition("Failed", "DeadlineExceeded")]))
+    failed = build_status(queued, failed_obs, "t2")
+    event = transition_event(queued, failed)
+    assert (event.type, event.reason) == ("Warning", "DeadlineExceeded")
