@@ -190,6 +190,11 @@ class DevApiServer(kmock.KubernetesEmulator):
             self._register(resource)
         for namespace in _DEFAULT_NAMESPACES:
             self.create_object("", "namespaces", {"metadata": {"name": namespace}})
+        # kopf's default peering objects, so operators run with peering (HA) out of the box.
+        self.create_object("kopf.dev", "clusterkopfpeerings", {"metadata": {"name": "default"}})
+        self.create_object(
+            "kopf.dev", "kopfpeerings", {"metadata": {"name": "default", "namespace": "default"}}
+        )
 
     # ----------------------------------------------------------------- registration
 

@@ -237,7 +237,7 @@ def test_watch_from_resource_version_sends_only_newer_events(
 ) -> None:
     create_widget(custom, namespace, widget("old"))
     base = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
-    code, listing = http(cluster, "GET", base)
+    _, listing = http(cluster, "GET", base)
     since = listing["metadata"]["resourceVersion"]
     create_widget(custom, namespace, widget("new"))
     custom.patch_namespaced_custom_object(
