@@ -101,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
 
     kopf.configure(verbose=config.verbose, log_format=kopf.LogFormat.FULL)
     logging.getLogger(handlers.LOG.name).setLevel(logging.DEBUG if config.verbose else logging.INFO)
+    if not config.verbose:
+        # kopf logs every handler run at INFO: thousands of lines per minute at scale.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     try:
         kopf.run(
             clusterwide=config.clusterwide,

@@ -105,6 +105,8 @@ def job_of_pod(body: kopf.Body) -> str | None:
 @dataclass
 class Reconciler:
     config: settings.OperatorConfig
+    # kopf passes its settings to activity handlers only: the startup handler stores them.
+    kopf_settings: kopf.OperatorSettings = field(default_factory=kopf.OperatorSettings)
     prunejobs: Any = None  # kopf indices, bound on the first event
     jobs: Any = None
     pods: Any = None
@@ -210,11 +212,9 @@ class Reconciler:
 
     # -- the reconcile ------------------------------------------------------------
 
-    async def trigger(
-        self, namespace: str, name: str, kopf_settings: kopf.OperatorSettings
-    ) -> None:
+    async def trigger(self, namespace: str, name: str) -> None:
         async def work() -> None:
-            await self.reconcile(namespace, name, kopf_settings)
+            await self.reconcile(namespace, name, self.kopf_settings)
 
         await self.run_once_at_a_time(("prunejob", namespace, name), work)
 
@@ -357,9 +357,9 @@ class Reconciler:
                 del self._in_flight[key]
         return frozenset(self._in_flight)
 
-    async def trigger_admission(self, kopf_settings: kopf.OperatorSettings) -> None:
+    async def trigger_admission(self) -> None:
         async def work() -> None:
-            await self.admit(kopf_settings)
+            await self.admit(self.kopf_settings)
 
         await self.run_once_at_a_time("admission", work)
 
@@ -408,6 +408,7 @@ def reconciler() -> Reconciler:
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     config = reconciler().config
+    reconciler().kopf_settings = settings
     # Server-side filtering: the operator never streams other people's Jobs and Pods.
     settings.watching.label_selectors["batch", "jobs"] = MANAGED_SELECTOR
     settings.watching.label_selectors["pods"] = MANAGED_SELECTOR
@@ -461,7 +462,6 @@ async def prunejob_event(
     body: kopf.Body,
     namespace: str,
     name: str,
-    settings: kopf.OperatorSettings,
     pj_records: Any,
     job_records: Any,
     pod_records: Any,
@@ -472,7 +472,7 @@ async def prunejob_event(
     if type == "DELETED":
         reconciler_.forget(record_of(body))
         return  # its Jobs and Pods go with it (ownerReferences); their events free slots
-    await reconciler_.trigger(namespace, name, settings)
+    await reconciler_.trigger(namespace, name)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
@@ -480,7 +480,6 @@ async def job_event(
     type: str | None,
     body: kopf.Body,
     namespace: str,
-    settings: kopf.OperatorSettings,
     pj_records: Any,
     job_records: Any,
     pod_records: Any,
@@ -490,11 +489,11 @@ async def job_event(
     reconciler_.bind(pj_records, job_records, pod_records)
     owner = (body.get("metadata", {}).get("annotations") or {}).get(manifests.ANNOTATION_OWNER)
     if owner and type != "DELETED":
-        await reconciler_.trigger(namespace, owner, settings)
+        await reconciler_.trigger(namespace, owner)
     summary = summarize_job(dict(body))
     # Without a cap, only leftovers of a capped run can be queued: start them too.
     if reconciler_.config.max_running_jobs > 0 or (summary and queue.is_queued(summary)):
-        await reconciler_.trigger_admission(settings)
+        await reconciler_.trigger_admission()
 
 
 @kopf.on.event("v1", "pods", labels=MANAGED)
@@ -502,7 +501,6 @@ async def pod_event(
     type: str | None,
     body: kopf.Body,
     namespace: str,
-    settings: kopf.OperatorSettings,
     pj_records: Any,
     job_records: Any,
     pod_records: Any,
@@ -512,4 +510,4 @@ async def pod_event(
     reconciler_.bind(pj_records, job_records, pod_records)
     owner = (body.get("metadata", {}).get("annotations") or {}).get(manifests.ANNOTATION_OWNER)
     if owner and type != "DELETED":
-        await reconciler_.trigger(namespace, owner, settings)
+        await reconciler_.trigger(namespace, owner)

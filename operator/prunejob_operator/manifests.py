@@ -127,10 +127,11 @@ def worker_env(spec: PruneJobSpec) -> list[dict[str, Any]]:
 
 def worker_resources(spec: PruneJobSpec) -> dict[str, Any]:
     """spec.resources plus the GPU limit (GPUs are limits-only in Kubernetes)."""
-    limits = dict(spec.resources.limits)
-    requests = dict(spec.resources.requests)
+    # Quantities are strings on the wire (the API server returns them so).
+    limits = {name: str(value) for name, value in spec.resources.limits.items()}
+    requests = {name: str(value) for name, value in spec.resources.requests.items()}
     if spec.gpus > 0:
-        limits["nvidia.com/gpu"] = spec.gpus
+        limits["nvidia.com/gpu"] = str(spec.gpus)
         requests.pop("nvidia.com/gpu", None)
     resources: dict[str, Any] = {}
     if limits:

@@ -147,7 +147,7 @@ def test_pod_settings_pass_through() -> None:
     pod = job["spec"]["template"]["spec"]
     assert container(job)["image"] == "my/worker:2"
     assert container(job)["resources"] == {
-        "limits": {"memory": "8Gi", "nvidia.com/gpu": 2},
+        "limits": {"memory": "8Gi", "nvidia.com/gpu": "2"},
         "requests": {"cpu": "2"},
     }
     assert pod["nodeSelector"] == {"gpu": "a100"}
