@@ -43,7 +43,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         requires=("kopf", "kubernetes"),
     ),
     "demo": Subcommand(
-        "devcluster.demo:main",
+        "prunejob.demo:main",
         "run the whole system locally and prune a model three times",
         extra="dev",
         requires=("kmock", "moto", "tensorflow"),
