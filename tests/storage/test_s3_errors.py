@@ -1,0 +1,170 @@
+"""Every S3 failure maps to its error class, exit code and a one-line message."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pruner import artifacts, storage
+from pruner.errors import (
+    AccessDenied,
+    BucketNotFound,
+    EndpointUnreachable,
+    InvalidArgument,
+    ModelNotFound,
+)
+from pruner.storage import S3Options
+
+from .conftest import free_port
+
+
+def one_line(err: Exception) -> str:
+    text = str(err)
+    assert text and "\n" not in text
+    return text
+
+
+def test_input_bucket_missing(s3) -> None:
+    with (
+        pytest.raises(BucketNotFound) as caught,
+        artifacts.model_input("s3://no-such-bucket-here/model.keras", None, s3.options),
+    ):
+        pass
+    assert "no-such-bucket-here" in one_line(caught.value)
+    assert caught.value.exit_code == 8
+
+
+def test_input_key_missing(s3) -> None:
+    with (
+        pytest.raises(ModelNotFound) as caught,
+        artifacts.model_input(s3.uri("missing.keras"), None, s3.options),
+    ):
+        pass
+    assert s3.uri("missing.keras") in one_line(caught.value)
+    assert caught.value.exit_code == 3
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_output_bucket_missing(s3, tmp_path: Path, overwrite: bool) -> None:
+    (tmp_path / "m.keras").write_bytes(b"model")
+    with pytest.raises(BucketNotFound):
+        artifacts.publish_output(
+            tmp_path / "m.keras",
+            "s3://no-such-bucket-here/out.keras",
+            None,
+            s3.options,
+            overwrite=overwrite,
+        )
+
+
+def test_bad_uri(s3, tmp_path: Path) -> None:
+    with (
+        pytest.raises(InvalidArgument) as caught,
+        artifacts.model_input("s3://bucket-only", None, s3.options),
+    ):
+        pass
+    assert caught.value.exit_code == 2
+    with pytest.raises(InvalidArgument):
+        artifacts.publish_output(tmp_path / "x", "ftp://host/x", None, s3.options, overwrite=True)
+
+
+@pytest.mark.timeout(60)
+def test_endpoint_unreachable_after_retries(tmp_path: Path) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    options = S3Options(endpoint_url=closed, max_attempts=2, connect_timeout=1)
+    with (
+        pytest.raises(EndpointUnreachable) as caught,
+        artifacts.model_input("s3://models/m.keras", None, options),
+    ):
+        pass
+    assert closed in one_line(caught.value)
+    assert caught.value.exit_code == 10
+    (tmp_path / "m").write_bytes(b"m")
+    with pytest.raises(EndpointUnreachable):
+        artifacts.publish_output(tmp_path / "m", "s3://models/o", None, options, overwrite=False)
+
+
+def test_endpoint_from_standard_environment(s3, monkeypatch) -> None:
+    """AWS_ENDPOINT_URL_S3 is honoured without --s3-endpoint (boto3's own config)."""
+    s3.client.put_object(Bucket=s3.bucket, Key="m.h5", Body=b"\x89HDF\r\n\x1a\nrest")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3.endpoint)
+    with artifacts.model_input(s3.uri("m.h5"), None, S3Options(max_attempts=1)) as path:
+        assert path.read_bytes().startswith(b"\x89HDF")
+
+
+def test_wrong_credentials(s3, monkeypatch) -> None:
+    with (
+        moto_auth(s3.endpoint),
+        pytest.raises(AccessDenied) as caught,
+        artifacts.model_input(s3.uri("m.keras"), None, s3.options),
+    ):
+        pass
+    assert "credentials" in one_line(caught.value)
+    assert caught.value.exit_code == 9
+
+
+def test_access_denied_by_policy(s3, monkeypatch) -> None:
+    """A real 403 from the server: an IAM user whose policy allows another bucket."""
+    s3.client.put_object(Bucket=s3.bucket, Key="m.keras", Body=b"PK\x03\x04")
+    import boto3
+
+    iam = boto3.client("iam", endpoint_url=s3.endpoint, region_name="us-east-1")
+    user = f"reader-{s3.bucket}"
+    iam.create_user(UserName=user)
+    iam.put_user_policy(
+        UserName=user,
+        PolicyName="only-other-bucket",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {"Effect": "Allow", "Action": "s3:*", "Resource": "arn:aws:s3:::other/*"}
+                ],
+            }
+        ),
+    )
+    credentials = iam.create_access_key(UserName=user)["AccessKey"]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", credentials["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", credentials["SecretAccessKey"])
+    with (
+        moto_auth(s3.endpoint),
+        pytest.raises(AccessDenied) as caught,
+        artifacts.model_input(s3.uri("m.keras"), None, s3.options),
+    ):
+        pass
+    assert "access denied" in one_line(caught.value)
+    assert s3.uri("m.keras") in str(caught.value)
+
+
+@contextlib.contextmanager
+def moto_auth(endpoint: str) -> Iterator[None]:
+    """Turn on moto's IAM authentication for the block (it is off by default)."""
+
+    def set_no_auth_requests(value: str) -> None:
+        request = urllib.request.Request(
+            f"{endpoint}/moto-api/reset-auth",
+            data=value.encode(),
+            method="POST",
+            headers={"Content-Type": "text/plain"},  # a form type would hide the body
+        )
+        urllib.request.urlopen(request, timeout=5).close()
+
+    set_no_auth_requests("0")
+    try:
+        yield
+    finally:
+        set_no_auth_requests("inf")
+
+
+def test_mapping_is_total_for_unknown_client_errors(s3) -> None:
+    """Errors we do not classify still become one line naming the object."""
+    from botocore.exceptions import ClientError
+
+    err = ClientError({"Error": {"Code": "SlowDown", "Message": "Reduce rate"}}, "GetObject")
+    mapped = storage.map_error(err, storage.S3Object(s3.bucket, "k"), s3.client, missing="input")
+    assert "SlowDown" in one_line(mapped) and s3.uri("k") in str(mapped)
