@@ -119,6 +119,7 @@ class LocalCluster:
         kubeconfig_path: str | Path | None = None,
         node_labels: Mapping[str, str] | None = None,
         pod_env: Mapping[str, str] | None = None,
+        pod_retry_interval: float = 1.0,
     ) -> None:
         self._crd_paths = list(crd_paths)
         self._gpus = gpus
@@ -128,6 +129,7 @@ class LocalCluster:
         self._requested_kubeconfig = Path(kubeconfig_path) if kubeconfig_path else None
         self._node_labels = dict(node_labels or {})
         self._pod_env = dict(pod_env or {})
+        self._pod_retry_interval = pod_retry_interval
         self._workdir: Path | None = None
         self._loop: BackgroundLoop | None = None
         self._runner: aiohttp.web.BaseRunner | None = None
@@ -170,6 +172,7 @@ class LocalCluster:
                     node_labels=self._node_labels,
                     log_dir=log_dir,
                     extra_env=self._pod_env,
+                    retry_interval=self._pod_retry_interval,
                 )
                 self._pod_runner.start_in_thread()
         except BaseException:
