@@ -151,33 +151,15 @@ def load_model(path: Path, *, safe_mode: bool) -> keras.Model:
         raise InvalidModel(f"cannot use model {path}: {err}") from None
 
 
-def layer_names(model: keras.Model) -> list[str]:
-    """Names of every layer, nested models included (as "inner" and "outer/inner")."""
-    import keras
-
-    names: list[str] = []
-    for layer in model.layers:
-        names.append(layer.name)
-        if isinstance(layer, keras.Model):
-            for inner in layer_names(layer):
-                names.extend((inner, f"{layer.name}/{inner}"))
-    return names
-
-
-def missing_excluded_layers(excluded: tuple[str, ...], names: list[str]) -> dict[str, list[str]]:
+def missing_excluded_layers(excluded: list[str], names: list[str]) -> dict[str, list[str]]:
     """Excluded names the model lacks -> up to three close existing names each."""
-    known = set(names)
-    return {
-        name: difflib.get_close_matches(name, names, n=3, cutoff=0.6)
-        for name in excluded
-        if name not in known
-    }
+    return {name: difflib.get_close_matches(name, names, n=3, cutoff=0.6) for name in excluded}
 
 
-def warn_missing_excluded(model: keras.Model, settings: PruneSettings, progress: Progress) -> None:
-    for name, close in missing_excluded_layers(
-        settings.excluded_layers, layer_names(model)
-    ).items():
+def warn_missing_excluded(prepared: PreparedModel, progress: Progress) -> None:
+    names = prepared.layer_names()
+    names += sorted({name.rpartition("/")[2] for name in names} - set(names))
+    for name, close in missing_excluded_layers(prepared.unknown_excluded, names).items():
         hint = f"; close names: {', '.join(close)}" if close else ""
         progress.warn(f"excluded layer {name!r} is not in the model, ignoring it{hint}")
 
@@ -213,8 +195,9 @@ def verify_pruned(original: keras.Model, plan: PrunePlan, pruned: keras.Model) -
 
     masked = mask_removed_filters(original, plan)
     batch = random_batch(original)
-    expected = [np.asarray(out) for out in _as_list(masked(batch, training=False))]
-    actual = [np.asarray(out) for out in _as_list(pruned(batch, training=False))]
+    inputs: Any = batch if len(batch) > 1 else batch[0]  # the structure the model was built with
+    expected = [np.asarray(out) for out in _as_list(masked(inputs, training=False))]
+    actual = [np.asarray(out) for out in _as_list(pruned(inputs, training=False))]
     worst = 0.0
     for index, (want, got) in enumerate(zip(expected, actual, strict=True)):
         if want.shape != got.shape:
@@ -242,9 +225,11 @@ def _as_list(outputs: Any) -> list[Any]:
 def run_prune(request: PruneRequest, progress: Progress) -> dict[str, Any]:
     """Run the whole pipeline; returns the JSON report (also written with --report)."""
     check_output(request)
-    with resolve_input(request) as local_model, progress.step("loading", str(request.model)):
-        model = load_model(local_model, safe_mode=request.safe_mode)
-    warn_missing_excluded(model, request.settings, progress)
+    with resolve_input(request) as local_model:
+        with progress.step("startup", "(importing TensorFlow)"):  # so "loading" times the model
+            import keras  # noqa: F401
+        with progress.step("loading", str(request.model)):
+            model = load_model(local_model, safe_mode=request.safe_mode)
 
     from pruner.counting import count_params
     from pruner.plan import prepare
@@ -252,6 +237,7 @@ def run_prune(request: PruneRequest, progress: Progress) -> dict[str, Any]:
 
     with progress.step("preparing", "(channel graph and filter statistics)"):
         prepared = prepare(model, request.settings)
+    warn_missing_excluded(prepared, progress)
     with progress.step("planning"):
         plan, choice = choose_plan(prepared, request)
         totals = prepared.totals(plan)

@@ -92,6 +92,13 @@ def search_threshold(
     return TargetChoice(target, candidates[high], ratio_of(high), True, len(cache))
 
 
+def plan_thresholds(prepared: PreparedModel) -> list[float]:
+    """Candidate thresholds of a prepared model: the merged statistics of every
+    equalization group that may be pruned (pinned groups keep everything anyway)."""
+    stats = [stat for root, stat in prepared.group_stats.items() if root not in prepared.pinned]
+    return candidate_thresholds(value for stat in stats for value in stat.tolist())
+
+
 def choose_threshold(
     prepared: PreparedModel, target: float, metric: Metric = "params"
 ) -> TargetChoice:
@@ -102,4 +109,4 @@ def choose_threshold(
         counts = prepared.totals(prepared.plan(threshold))[metric]
         return counts["after"] / counts["before"] if counts["before"] else 1.0
 
-    return search_threshold(ratio_at, candidate_thresholds(prepared.threshold_candidates()), target)
+    return search_threshold(ratio_at, plan_thresholds(prepared), target)
