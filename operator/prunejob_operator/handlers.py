@@ -240,6 +240,8 @@ class Reconciler:
                 await kube.delete_job(namespace, old.name, settings=kopf_settings, logger=LOG)
 
         job = self.job(namespace, job_name)
+        if job is None and self._finished_generation(record):
+            return  # its Job is gone (ttlSecondsAfterFinished): the status stays as it was
         if job is None:
             job = await self.create_job(record, spec, job_name, kopf_settings)
         observed = derive(
@@ -259,13 +261,14 @@ class Reconciler:
         kopf_settings: kopf.OperatorSettings,
     ) -> JobSummary | None:
         key = (record.namespace, job_name)
-        start_now = spec.queue_name is None and queue.may_start_now(
-            self.all_jobs(),
-            self.config.max_running_jobs,
-            queued_at=record.created,
-            namespace=record.namespace,
-            name=job_name,
-            in_flight=self.in_flight(),
+        start_now = spec.queue_name is None and (
+            self.config.max_running_jobs <= 0
+            or queue.may_start_now(
+                self.waiting(),
+                queue.count_running(self.all_jobs(), self.in_flight()),
+                self.config.max_running_jobs,
+                mine=(record.created, record.namespace, record.name),
+            )
         )
         if start_now and self.config.max_running_jobs > 0:
             self._in_flight[key] = time.monotonic()  # reserve the slot before awaiting
@@ -363,29 +366,40 @@ class Reconciler:
 
         await self.run_once_at_a_time("admission", work)
 
+    def waiting(self) -> list[queue.Waiting]:
+        """PruneJobs (not Kueue's) whose current generation has not started yet."""
+        found: list[queue.Waiting] = []
+        if self.prunejobs is None:
+            return found
+        for key in list(self.prunejobs):
+            record: PruneJobRecord | None = self._one(self.prunejobs, key)
+            if record is None or record.deleting or record.spec.get("queueName"):
+                continue
+            if self._finished_generation(record):
+                continue
+            job = self.job(record.namespace, manifests.job_name(record.name, record.generation))
+            if job is None or queue.is_queued(job):
+                order = (record.created, record.namespace, record.name)
+                found.append(queue.Waiting(order=order, job=job))
+        return found
+
+    @staticmethod
+    def _finished_generation(record: PruneJobRecord) -> bool:
+        status = record.status
+        return status.observed_generation == record.generation and status.phase in (
+            "Succeeded",
+            "Failed",
+        )
+
     async def admit(self, kopf_settings: kopf.OperatorSettings) -> None:
-        jobs = list(self.all_jobs())
-        superseded = frozenset(
-            (job.namespace, job.name)
-            for job in jobs
-            if queue.is_queued(job) and self._is_superseded(job)
-        )
-        to_start = queue.plan_admissions(
-            jobs,
-            self.config.max_running_jobs,
-            in_flight=self.in_flight(),
-            superseded=superseded,
-        )
+        running = queue.count_running(self.all_jobs(), self.in_flight())
+        to_start = queue.jobs_to_start(self.waiting(), running, self.config.max_running_jobs)
         for job in to_start:
             self._in_flight[(job.namespace, job.name)] = time.monotonic()
             LOG.info("starting queued Job %s/%s", job.namespace, job.name)
             await kube.set_job_suspended(
                 job.namespace, job.name, False, settings=kopf_settings, logger=LOG
             )
-
-    def _is_superseded(self, job: JobSummary) -> bool:
-        record = self.prunejob(job.namespace, job.owner)
-        return record is None or record.generation > job.generation
 
     def forget(self, record: PruneJobRecord) -> None:
         self._written.pop(record.uid, None)
@@ -473,6 +487,8 @@ async def prunejob_event(
         reconciler_.forget(record_of(body))
         return  # its Jobs and Pods go with it (ownerReferences); their events free slots
     await reconciler_.trigger(namespace, name)
+    if reconciler_.config.max_running_jobs > 0:
+        await reconciler_.trigger_admission()
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)

@@ -1,22 +1,23 @@
-"""The concurrency cap: which suspended Jobs to start now. Pure.
+"""The concurrency cap: which PruneJobs may run now. Pure.
 
-With `max_running_jobs` > 0 the operator creates every Job suspended and starts
-(unsuspends) the oldest queued ones while fewer than the cap are running; the queue
-order is the PruneJob's creation time (annotation `prunejob.io/queued-at`), then
-namespace and name. The state lives in the Jobs themselves (`spec.suspend`), so an
-operator restart picks the queue up where it was. Kueue-managed Jobs (queue label)
-are never touched: Kueue admits them.
+With `max_running_jobs` > 0 at most that many worker Jobs run at once; the other
+PruneJobs wait (status Pending/Queued) in order of creation: (creationTimestamp,
+namespace, name) — timestamps have one-second resolution, names break ties. A
+waiting PruneJob's Job is created suspended and unsuspended when its turn comes;
+a PruneJob whose turn it already is gets its Job created running. The state lives
+in the Jobs (`spec.suspend`) and the PruneJobs, so a restarted operator resumes
+the queue as it was. Kueue-managed PruneJobs (`queueName`) are never counted or
+touched: Kueue admits them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from prunejob_operator.status import JobSummary
 
-
-def queue_order(job: JobSummary) -> tuple[str, str, str]:
-    return (job.queued_at, job.namespace, job.name)
+Order = tuple[str, str, str]
 
 
 def is_running(job: JobSummary) -> bool:
@@ -28,62 +29,52 @@ def is_queued(job: JobSummary) -> bool:
     return job.suspended and not job.finished and not job.kueue
 
 
-def plan_admissions(
-    jobs: Iterable[JobSummary],
-    max_running_jobs: int,
-    *,
-    in_flight: frozenset[tuple[str, str]] = frozenset(),
-    superseded: frozenset[tuple[str, str]] = frozenset(),
-) -> list[JobSummary]:
-    """The queued Jobs to unsuspend now, oldest first.
+@dataclass(frozen=True)
+class Waiting:
+    """A PruneJob whose current generation has not started: no Job yet, or a queued one."""
 
-    `in_flight`: (namespace, name) of Jobs already started whose watch event has not
-    arrived yet (listed or not in `jobs`); they count as running. `superseded`: Jobs
-    of an old generation, never started. `max_running_jobs` <= 0 means no cap.
-    """
+    order: Order  # (creationTimestamp, namespace, name) of the PruneJob
+    job: JobSummary | None = None
+
+
+def count_running(
+    jobs: Iterable[JobSummary], in_flight: frozenset[tuple[str, str]] = frozenset()
+) -> int:
+    """Running Jobs, plus `in_flight` ones we started whose watch event is still on its
+    way ((namespace, name); listed in `jobs` as suspended, or not listed at all)."""
     running = 0
-    queued: list[JobSummary] = []
-    seen_in_flight: set[tuple[str, str]] = set()
+    counted: set[tuple[str, str]] = set()
     for job in jobs:
         key = (job.namespace, job.name)
-        if key in in_flight:
-            seen_in_flight.add(key)
-        if key in superseded:
-            continue
         if is_running(job) or (key in in_flight and not job.finished):
             running += 1
-        elif is_queued(job):
-            queued.append(job)
-    running += len(in_flight - seen_in_flight)
-    queued.sort(key=queue_order)
+            counted.add(key)
+        elif key in in_flight:
+            counted.add(key)  # finished meanwhile: frees its slot
+    return running + len(in_flight - counted)
+
+
+def turn_has_come(waiting: Iterable[Waiting], running: int, max_running_jobs: int) -> list[Waiting]:
+    """The waiting PruneJobs that may start now, oldest first (all of them without a cap)."""
+    ordered = sorted(waiting, key=lambda item: item.order)
     if max_running_jobs <= 0:
-        return queued
-    return queued[: max(0, max_running_jobs - running)]
+        return ordered
+    return ordered[: max(0, max_running_jobs - running)]
+
+
+def jobs_to_start(
+    waiting: Iterable[Waiting], running: int, max_running_jobs: int
+) -> list[JobSummary]:
+    """The queued Jobs to unsuspend now."""
+    return [
+        item.job
+        for item in turn_has_come(waiting, running, max_running_jobs)
+        if item.job is not None and is_queued(item.job)
+    ]
 
 
 def may_start_now(
-    jobs: Iterable[JobSummary],
-    max_running_jobs: int,
-    *,
-    queued_at: str,
-    namespace: str,
-    name: str,
-    in_flight: frozenset[tuple[str, str]] = frozenset(),
+    waiting: Iterable[Waiting], running: int, max_running_jobs: int, *, mine: Order
 ) -> bool:
-    """Whether a new Job may be created running: a slot is free and no Job ahead
-    of it in the queue order is waiting."""
-    if max_running_jobs <= 0:
-        return True
-    mine = (queued_at, namespace, name)
-    running = 0
-    seen_in_flight: set[tuple[str, str]] = set()
-    for job in jobs:
-        key = (job.namespace, job.name)
-        if key in in_flight:
-            seen_in_flight.add(key)
-        if is_queued(job) and key not in in_flight and queue_order(job) < mine:
-            return False
-        if is_running(job) or (key in in_flight and not job.finished):
-            running += 1
-    running += len(in_flight - seen_in_flight)
-    return running < max_running_jobs
+    """Whether the PruneJob `mine` (one of `waiting`) gets its Job created running."""
+    return any(item.order == mine for item in turn_has_come(waiting, running, max_running_jobs))

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from prunejob_operator.queue import may_start_now, plan_admissions
+from prunejob_operator.queue import (
+    Waiting,
+    count_running,
+    jobs_to_start,
+    may_start_now,
+    turn_has_come,
+)
 from prunejob_operator.status import JobSummary
 
 
-def job(name: str, at: str, *, suspended: bool = True, done: bool = False, kueue: bool = False):
+def job(name: str, *, suspended: bool = True, done: bool = False, kueue: bool = False):
     return JobSummary(
         namespace="ml",
         name=name,
@@ -14,57 +20,54 @@ def job(name: str, at: str, *, suspended: bool = True, done: bool = False, kueue
         generation=1,
         suspended=suspended,
         kueue=kueue,
-        queued_at=at,
+        queued_at="T",
         complete=done,
     )
 
 
-def names(jobs: list[JobSummary]) -> list[str]:
-    return [item.name for item in jobs]
+def waiting(name: str, at: str, with_job: bool = True) -> Waiting:
+    return Waiting(order=(at, "ml", name), job=job(name) if with_job else None)
 
 
-def test_oldest_queued_start_first() -> None:
-    jobs = [job("c", "T3"), job("a", "T1"), job("b", "T2"), job("r", "T0", suspended=False)]
-    assert names(plan_admissions(jobs, 3)) == ["a", "b"]
+def test_count_running_skips_queued_finished_and_kueue() -> None:
+    jobs = [
+        job("r", suspended=False),
+        job("q"),
+        job("done", suspended=False, done=True),
+        job("k", suspended=False, kueue=True),
+    ]
+    assert count_running(jobs) == 1
+
+
+def test_in_flight_starts_count_until_their_event_lands() -> None:
+    jobs = [job("a"), job("b", done=True)]
+    in_flight = frozenset({("ml", "a"), ("ml", "b"), ("ml", "not-listed-yet")})
+    assert count_running(jobs, in_flight) == 2  # a (still shown suspended) + the unlisted one
+
+
+def test_oldest_waiting_start_first() -> None:
+    queue = [waiting("c", "T3"), waiting("a", "T1"), waiting("b", "T2")]
+    assert [w.order[2] for w in turn_has_come(queue, running=1, max_running_jobs=3)] == ["a", "b"]
+    assert [j.name for j in jobs_to_start(queue, running=1, max_running_jobs=3)] == ["a", "b"]
 
 
 def test_full_cap_starts_nothing() -> None:
-    jobs = [job("r1", "T0", suspended=False), job("r2", "T0", suspended=False), job("q", "T1")]
-    assert plan_admissions(jobs, 2) == []
+    assert jobs_to_start([waiting("a", "T1")], running=2, max_running_jobs=2) == []
 
 
-def test_finished_jobs_free_their_slot() -> None:
-    jobs = [job("r1", "T0", suspended=False, done=True), job("q", "T1")]
-    assert names(plan_admissions(jobs, 1)) == ["q"]
+def test_no_cap_starts_everything() -> None:
+    queue = [waiting("b", "T2"), waiting("a", "T1")]
+    assert [j.name for j in jobs_to_start(queue, running=50, max_running_jobs=0)] == ["a", "b"]
 
 
-def test_in_flight_starts_count_as_running() -> None:
-    jobs = [job("a", "T1"), job("b", "T2")]
-    assert names(plan_admissions(jobs, 2, in_flight=frozenset({("ml", "a")}))) == ["b"]
-    assert plan_admissions(jobs, 1, in_flight=frozenset({("ml", "elsewhere")})) == []
+def test_a_turn_without_a_job_yet_holds_its_slot() -> None:
+    queue = [waiting("first", "T1", with_job=False), waiting("second", "T2")]
+    assert jobs_to_start(queue, running=0, max_running_jobs=1) == []
+    assert may_start_now(queue, 0, 1, mine=("T1", "ml", "first"))
+    assert not may_start_now(queue, 0, 1, mine=("T2", "ml", "second"))
 
 
-def test_kueue_jobs_are_left_to_kueue() -> None:
-    jobs = [job("k", "T0", kueue=True), job("k2", "T0", suspended=False, kueue=True)]
-    assert plan_admissions(jobs, 5) == []
-    assert names(plan_admissions([*jobs, job("q", "T1")], 1)) == ["q"]
-
-
-def test_superseded_jobs_are_skipped() -> None:
-    jobs = [job("old", "T0"), job("new", "T1")]
-    assert names(plan_admissions(jobs, 1, superseded=frozenset({("ml", "old")}))) == ["new"]
-
-
-def test_no_cap_starts_every_queued_job() -> None:
-    assert names(plan_admissions([job("b", "T2"), job("a", "T1")], 0)) == ["a", "b"]
-
-
-def test_may_start_now_respects_order_and_cap() -> None:
-    running = job("r", "T0", suspended=False)
-    assert may_start_now([running], 2, queued_at="T5", namespace="ml", name="n")
-    assert not may_start_now([running], 1, queued_at="T5", namespace="ml", name="n")
-    waiting = job("w", "T1")
-    assert not may_start_now([running, waiting], 2, queued_at="T5", namespace="ml", name="n")
-    assert may_start_now([running, waiting], 0, queued_at="T5", namespace="ml", name="n")
-    # the same creation second: namespace/name break the tie
-    assert may_start_now([job("z", "T5")], 1, queued_at="T5", namespace="ml", name="a")
+def test_same_second_ties_break_by_namespace_then_name() -> None:
+    queue = [waiting("b", "T1", with_job=False), waiting("a", "T1", with_job=False)]
+    assert may_start_now(queue, 0, 1, mine=("T1", "ml", "a"))
+    assert not may_start_now(queue, 0, 1, mine=("T1", "ml", "b"))
