@@ -362,7 +362,9 @@ class PodRunner:
             result: dict[str, Any] = await response.json()
             return result
 
-    async def _patch_status(self, obj: Mapping[str, Any], plural: str, status: Any) -> None:
+    async def _patch_status(
+        self, obj: Mapping[str, Any], plural: str, status: Any
+    ) -> dict[str, Any]:
         meta = obj["metadata"]
         prefix = "/api/v1" if plural == "pods" else "/apis/batch/v1"
         path = f"{prefix}/namespaces/{meta['namespace']}/{plural}/{meta['name']}/status"
@@ -371,6 +373,7 @@ class PodRunner:
         )
         if result is None:
             raise ObjectGone(meta["name"])
+        return result
 
     async def _event(
         self, obj: Mapping[str, Any], kind: str, reason: str, message: str, warning: bool = False
@@ -496,9 +499,17 @@ class PodRunner:
             if state is not None and state.deadline_timer is not None:
                 state.deadline_timer.cancel()
             return
-        self._jobs[uid] = job
+        self._remember_job(job)
         self._job_states.setdefault(uid, JobState())
         self._spawn(self._reconcile_job(uid))
+
+    def _remember_job(self, job: dict[str, Any]) -> None:
+        """Cache the newest version: our own status writes may be ahead of the watch."""
+        uid = job["metadata"]["uid"]
+        cached = self._jobs.get(uid)
+        version = int(job["metadata"]["resourceVersion"])
+        if cached is None or int(cached["metadata"]["resourceVersion"]) <= version:
+            self._jobs[uid] = job
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -625,7 +636,7 @@ class PodRunner:
         self, job: dict[str, Any], old: Mapping[str, Any], new: dict[str, Any]
     ) -> None:
         if new != old:
-            await self._patch_status(job, "jobs", new)
+            self._remember_job(await self._patch_status(job, "jobs", new))
 
     async def _delete_pod(self, owner: Mapping[str, Any], name: str) -> None:
         namespace = owner["metadata"]["namespace"]

@@ -86,8 +86,9 @@ def _pod_status(pod: Mapping[str, Any]) -> str:
         return "Terminating"
     for container in status.get("containerStatuses") or []:
         state = container.get("state") or {}
-        if "waiting" in state and state["waiting"].get("reason"):
-            return str(state["waiting"]["reason"])
+        for kind in ("waiting", "terminated"):
+            if kind in state and state[kind].get("reason"):
+                return str(state[kind]["reason"])
     return str(status.get("phase", "Pending"))
 
 
