@@ -50,8 +50,8 @@ def peak_rss_mib() -> float:
 
 def worker_setup(name: str, size: int, path: Path) -> dict[str, Any]:
     import keras
-    from pruner.plan import prepare
 
+    from pruner.plan import prepare
     from pruner.settings import PruneSettings
     from pruner.target import choose_threshold
 
@@ -143,27 +143,29 @@ def measure(name: str, size: int, repeat: int, folder: Path) -> dict[str, Any]:
 def print_table(rows: list[dict[str, Any]]) -> None:
     header = (
         f"{'model':<15}{'load':>7}{'plan':>7}{'surgery':>8}{'save':>7}{'prune':>8}"
-        f"{'plain':>8}{'ratio':>7}  {'params before -> after':<25}{'filters':>9}"
-        f"{'RSS prune':>11}{'RSS plain':>11}"
+        f"{'| load':>8}{'save':>7}{'plain':>7}{' |':<3}{'ratio':>6}  "
+        f"{'params before -> after':<25}{'filters':>9}{'RSS prune':>11}{'RSS plain':>11}"
     )
     print(header)
     print("-" * len(header))
     for row in rows:
-        timings = row["prune"]["timings"]
+        timings, plain = row["prune"]["timings"], row["plain"]
         plan_time = timings.get("preparing", 0.0) + timings.get("planning", 0.0)
         params, filters = row["prune"]["params"], row["prune"]["filters"]
         removed = 1 - filters["after"] / filters["before"]
         print(
             f"{row['model']:<15}{timings['loading']:>7.2f}{plan_time:>7.2f}"
             f"{timings['surgery']:>8.2f}{timings['saving']:>7.2f}{row['prune']['total']:>8.2f}"
-            f"{row['plain']['total']:>8.2f}{row['ratio']:>7.2f}  "
-            f"{params['before']:>11,} -> {params['after']:>10,}{removed:>8.1%}"
-            f"{row['prune']['peakRssMiB']:>8.0f} MiB{row['plain']['peakRssMiB']:>7.0f} MiB"
+            f"{plain['load']:>8.2f}{plain['save']:>7.2f}{plain['total']:>7.2f}{' |':<3}"
+            f"{row['ratio']:>6.2f}  {params['before']:>11,} -> {params['after']:>10,}"
+            f"{removed:>8.1%}{row['prune']['peakRssMiB']:>8.0f} MiB"
+            f"{plain['peakRssMiB']:>7.0f} MiB"
         )
     print(
-        "\nseconds; plan = channel graph + stats + plan; prune = load+prepare+plan+surgery+save "
-        "in one pipeline run;\nplain = Keras load+save of the same file; ratio = prune / plain; "
-        "filters = share of filters removed."
+        "\nseconds. Left: the prune pipeline (plan = channel graph + stats + plan; prune = the\n"
+        "whole run: load+prepare+plan+surgery+save). Between bars: plain Keras load+save of the\n"
+        "same file. ratio = prune / plain. filters = share of filters removed. RSS = peak RSS\n"
+        "of each process (TensorFlow alone is ~600 MiB)."
     )
     for row in rows:
         target = TARGET_RATIO.get(row["model"])
