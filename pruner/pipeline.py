@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -120,16 +119,13 @@ def stage_output(request: PruneRequest) -> Iterator[Path]:
 
 
 def publish_output(staged: Path, request: PruneRequest) -> dict[str, Any]:
-    """Move the saved model into place; returns {"uri", "bytes", "sha256"} of what was stored."""
+    """Move the saved model into place; returns {"uri", "bytes"} of what was stored (the
+    S3 version adds "sha256", which it needs for the object metadata anyway)."""
     assert request.output is not None
     output = Path(request.output)
-    digest = hashlib.sha256()
-    with staged.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
     size = staged.stat().st_size
     modelio.commit_file(staged, output)
-    return {"uri": str(output), "bytes": size, "sha256": digest.hexdigest()}
+    return {"uri": str(output), "bytes": size}
 
 
 def publish_report(report: dict[str, Any], request: PruneRequest) -> None:
