@@ -140,6 +140,11 @@ def parse_url(path: str) -> ParsedUrl | None:
     return parsed
 
 
+def clone(obj: Any) -> Any:
+    """A deep copy of JSON data (several times faster than ``copy.deepcopy``)."""
+    return json.loads(json.dumps(obj))
+
+
 def _spec_part(obj: Mapping[str, Any], with_status: bool) -> dict[str, Any]:
     """What a generation tracks: everything but metadata (and status if it is a subresource)."""
     skipped = {"metadata", "status"} if with_status else {"metadata"}
@@ -365,7 +370,7 @@ class DevApiServer(kmock.KubernetesEmulator):
         if method == "PATCH" and name is not None:
             content_type = raw.headers.get("Content-Type", patching.MERGE)
             current = self._get(resource, ns, name)
-            patched = patching.apply_patch(copy.deepcopy(current), content_type, body)
+            patched = patching.apply_patch(clone(current), content_type, body)
             if patched.get("metadata", {}).get("resourceVersion") is None:
                 patched.setdefault("metadata", {})["resourceVersion"] = current["metadata"][
                     "resourceVersion"
