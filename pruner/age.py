@@ -180,7 +180,9 @@ def read_header(src: BinaryIO) -> Header:
     first = src.readline(len(MAGIC))
     raw += first
     if first != MAGIC:
-        if first.startswith(ARMOR_BEGIN[: len(first)]) and first:
+        if not first:
+            raise UnsupportedEncryption("the input is empty: not an age-encrypted file")
+        if first.startswith(ARMOR_BEGIN[: len(first)]):
             raise UnsupportedEncryption(
                 "ASCII-armored age files are not supported; re-encrypt without -a/--armor"
             )
@@ -198,6 +200,8 @@ def read_header(src: BinaryIO) -> Header:
         body = bytearray()
         while True:
             body_line = _read_line(src, raw)
+            if len(body_line) > _STANZA_COLUMNS:
+                raise UnsupportedEncryption("age header: a stanza line is longer than 64 columns")
             body += body_line
             if len(body_line) < _STANZA_COLUMNS:
                 break

@@ -144,7 +144,10 @@ def make_client(options: S3Options) -> Any:
         max_pool_connections=max(10, options.max_concurrency),
         s3=s3_config,  # type: ignore[arg-type]
     )
-    session = boto3.session.Session(region_name=options.region)
+    # botocore itself reads AWS_DEFAULT_REGION (and the config file) but not
+    # AWS_REGION, the variable most SDKs and the contract use.
+    region = options.region or os.environ.get("AWS_REGION") or None
+    session = boto3.session.Session(region_name=region)
     return session.client("s3", endpoint_url=options.endpoint_url, config=config)
 
 

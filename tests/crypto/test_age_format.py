@@ -222,6 +222,18 @@ def test_not_an_age_file() -> None:
     assert "not an age-encrypted file" in str(err)
 
 
+def test_empty_input_is_not_an_age_file() -> None:
+    err = failure(b"")
+    assert type(err) is UnsupportedEncryption
+    assert "empty" in str(err)
+
+
+def test_overlong_stanza_line_is_rejected(encrypt_bytes) -> None:
+    lines = encrypt_bytes(b"x", KEY).split(b"\n")
+    lines[2] = lines[2] * 2  # 86 columns of base64
+    assert isinstance(failure(b"\n".join(lines)), UnsupportedEncryption)
+
+
 def test_armored_files_are_refused_clearly() -> None:
     err = failure(b"-----BEGIN AGE ENCRYPTED FILE-----\nYWdl\n-----END AGE ENCRYPTED FILE-----\n")
     assert "armored" in str(err)

@@ -97,6 +97,13 @@ def test_endpoint_from_standard_environment(s3, monkeypatch) -> None:
         assert path.read_bytes().startswith(b"\x89HDF")
 
 
+def test_region_from_aws_region(monkeypatch) -> None:
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.setenv("AWS_REGION", "eu-west-3")
+    assert storage.make_client(S3Options()).meta.region_name == "eu-west-3"
+    assert storage.make_client(S3Options(region="ap-south-1")).meta.region_name == "ap-south-1"
+
+
 def test_wrong_credentials(s3, monkeypatch) -> None:
     with (
         moto_auth(s3.endpoint),
