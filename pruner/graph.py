@@ -77,7 +77,7 @@ class LayerRecord:
         return self.path.rsplit("/", 1)[-1]
 
     def weights(self) -> dict[str, np.ndarray]:
-        return {w.name: np.asarray(w) for w in getattr(self.op, "weights", [])}
+        return {w.name: w.numpy() for w in getattr(self.op, "weights", [])}
 
 
 @dataclass

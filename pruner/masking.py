@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pruner.counting import layer_indices
-from pruner.graph import as_functional, build_graph
-from pruner.surgery import find_layer
+from pruner.graph import LayerRecord, as_functional, build_graph
+from pruner.surgery import find_layer, strip_build_configs
 
 if TYPE_CHECKING:
     import keras
@@ -24,38 +24,46 @@ if TYPE_CHECKING:
 
 
 def mask_removed_filters(model: keras.Model, plan: PrunePlan) -> keras.Model:
+    """A copy of `model` (same architecture) whose removed filters are zeroed."""
     import keras
 
-    from pruner.layers import IN
     from pruner.plan import kept_from_plan
 
     model = as_functional(model)
     graph = build_graph(model, plan.settings.excluded_layers)
     kept = kept_from_plan(graph, plan)
-    masked = keras.Model.from_config(model.get_config())
-    masked.set_weights(model.get_weights())
+    config = model.get_config()
+    strip_build_configs(config)
+    masked = keras.Model.from_config(config)
     for path, rec in graph.records.items():
-        kind = rec.kind
         variables = getattr(rec.op, "weights", None)
-        if not rec.calls or not variables or not kind.masked_weights:
+        if not variables:
             continue
-        in_idx, out_idx = layer_indices(graph, rec, kept)
-        kept_idx = in_idx if kind.mask_role == IN else out_idx
-        roles = kind.roles(rec)
-        values = [np.array(w) for w in variables]
-        changed = False
-        for w, value in zip(variables, values, strict=True):
-            if w.name not in kind.masked_weights:
-                continue
-            for axis, role in roles.get(w.name, {}).items():
-                if role != kind.mask_role:
-                    continue
-                removed = np.setdiff1d(np.arange(value.shape[axis]), kept_idx)
-                if removed.size:
-                    index = [slice(None)] * value.ndim
-                    index[axis] = removed
-                    value[tuple(index)] = 0
-                    changed = True
-        if changed:
-            find_layer(masked, path).set_weights(values)
+        values = [w.numpy() for w in variables]
+        if rec.calls and rec.kind.masked_weights:
+            in_idx, out_idx = layer_indices(graph, rec, kept)
+            _zero_removed(rec, values, in_idx, out_idx)
+        find_layer(masked, path).set_weights(values)
     return masked
+
+
+def _zero_removed(
+    rec: LayerRecord, values: list[np.ndarray], in_idx: np.ndarray, out_idx: np.ndarray
+) -> None:
+    from pruner.layers import IN
+
+    kind = rec.kind
+    kept_idx = in_idx if kind.mask_role == IN else out_idx
+    roles = kind.roles(rec)
+    for w, value in zip(rec.op.weights, values, strict=True):
+        if w.name not in kind.masked_weights:
+            continue
+        for axis, role in roles.get(w.name, {}).items():
+            if role != kind.mask_role:
+                continue
+            axis %= value.ndim
+            removed = np.setdiff1d(np.arange(value.shape[axis]), kept_idx)
+            if removed.size:
+                index: list[slice | np.ndarray] = [slice(None)] * value.ndim
+                index[axis] = removed
+                value[tuple(index)] = 0

@@ -39,7 +39,7 @@ def apply_plan(model: keras.Model, plan: PrunePlan) -> keras.Model:
             continue
         shapes = {w.name: tuple(w.shape) for w in variables}
         index_map = rec.kind.index_map(rec, shapes, *indices[path])
-        values = [slice_weight(np.asarray(w), index_map.get(w.name, {})) for w in variables]
+        values = [slice_weight(w.numpy(), index_map.get(w.name, {})) for w in variables]
         find_layer(pruned, path).set_weights(values)
     return pruned
 
