@@ -401,6 +401,11 @@ class Reconciler:
                 job.namespace, job.name, False, settings=kopf_settings, logger=LOG
             )
 
+    def is_own_write(self, record: PruneJobRecord) -> bool:
+        """The watch event of our own status patch: nothing new to reconcile."""
+        cached = self._written.get(record.uid)
+        return cached is not None and cached[0] == record.resource_version
+
     def forget(self, record: PruneJobRecord) -> None:
         self._written.pop(record.uid, None)
         metrics.forget((record.namespace, record.name))
@@ -486,7 +491,8 @@ async def prunejob_event(
     if type == "DELETED":
         reconciler_.forget(record_of(body))
         return  # its Jobs and Pods go with it (ownerReferences); their events free slots
-    await reconciler_.trigger(namespace, name)
+    if not reconciler_.is_own_write(record_of(body)):
+        await reconciler_.trigger(namespace, name)
     if reconciler_.config.max_running_jobs > 0:
         await reconciler_.trigger_admission()
 
