@@ -20,7 +20,7 @@ import hmac
 import os
 import re
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from pruner.errors import (
+    DecryptionFailed,
     InvalidArgument,
     ReorderedChunks,
     TamperedFile,
@@ -56,6 +57,13 @@ MAX_HEADER_BYTES = 64 * 1024  # a passphrase header is ~150 bytes; bound what we
 # On an authentication failure, look this many chunk positions either way for the
 # chunk's real position, to tell a reordered chunk from a modified one (error path only).
 REORDER_SEARCH_CHUNKS = 1024
+
+
+class Sink(Protocol):
+    """Where output goes: a binary file, or anything with the same `write`."""
+
+    def write(self, data: bytes | bytearray | memoryview, /) -> int | None: ...
+
 
 _ZERO_NONCE = bytes(12)
 _STANZA_COLUMNS = 64
@@ -272,7 +280,7 @@ def _read_full(src: BinaryIO, buffer: memoryview) -> int:
 
 def encrypt_stream(
     src: BinaryIO,
-    dst: BinaryIO,
+    dst: Sink,
     passphrase: str,
     *,
     work_factor: int = DEFAULT_WORK_FACTOR,
@@ -304,7 +312,9 @@ def encrypt_stream(
         counter += 1
 
 
-def _diagnose_chunk(aead: ChaCha20Poly1305, chunk: memoryview, position: int, at_end: bool):
+def _diagnose_chunk(
+    aead: ChaCha20Poly1305, chunk: memoryview, position: int, at_end: bool
+) -> DecryptionFailed:
     """Explain why the chunk at `position` failed authentication (error path only)."""
     if at_end and len(chunk) == ENCRYPTED_CHUNK_SIZE and _opens(aead, chunk, position, False):
         return TruncatedFile(
@@ -338,7 +348,7 @@ def _opens(aead: ChaCha20Poly1305, chunk: memoryview, counter: int, last: bool) 
 
 def decrypt_stream(
     src: BinaryIO,
-    dst: BinaryIO,
+    dst: Sink,
     passphrase: str,
     *,
     max_work_factor: int = MAX_WORK_FACTOR,

@@ -184,9 +184,9 @@ def publish_output(
             writer = storage.HashingWriter(handle)
             with open(local_plain, "rb") as src:
                 if key is not None:
-                    age.encrypt_stream(src, writer, key, work_factor=work_factor)  # type: ignore
+                    age.encrypt_stream(src, writer, key, work_factor=work_factor)
                 else:
-                    shutil.copyfileobj(src, writer, 1024 * 1024)  # type: ignore[misc]
+                    shutil.copyfileobj(src, writer, 1024 * 1024)
         return {"uri": uri, "sha256": writer.sha256, "bytes": writer.size}
     assert isinstance(location, S3Object)
     if not overwrite:
@@ -204,7 +204,7 @@ def publish_output(
             cleanup.callback(upload_path.unlink, missing_ok=True)
             with os.fdopen(fd, "wb") as handle, open(local_plain, "rb") as src:
                 writer = storage.HashingWriter(handle)
-                age.encrypt_stream(src, writer, key, work_factor=work_factor)  # type: ignore
+                age.encrypt_stream(src, writer, key, work_factor=work_factor)
             digest, size = writer.sha256, writer.size
         else:
             upload_path = Path(local_plain)

@@ -381,7 +381,7 @@ class HashingWriter:
         self._digest = hashlib.sha256()
         self.size = 0
 
-    def write(self, data: bytes | bytearray | memoryview) -> int:
+    def write(self, data: bytes | bytearray | memoryview, /) -> int:
         self._digest.update(data)
         self.size += len(data)
         return self._handle.write(data)
