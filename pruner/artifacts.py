@@ -14,8 +14,10 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -59,9 +61,33 @@ def scratch_root(needed_bytes: int, env: dict[str, str] | None = None) -> Path:
 
 
 @contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Turn SIGTERM into SystemExit for the block, so `finally` clauses run.
+
+    By default SIGTERM (Kubernetes deleting the pod, `kill`) ends Python without
+    unwinding, which would leave decrypted plaintext behind. Only done in the main
+    thread and when nobody installed a handler already.
+    """
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def unwind(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, unwind)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
 def private_directory(needed_bytes: int) -> Iterator[Path]:
     """A fresh 0700 directory in the scratch root, removed with all its content on
-    every exit path (including files Keras extracted into it)."""
+    every exit path (including files Keras extracted into it, and SIGTERM)."""
     root = scratch_root(needed_bytes)
     try:
         directory = Path(tempfile.mkdtemp(prefix="prunejob-", dir=root))
@@ -70,7 +96,8 @@ def private_directory(needed_bytes: int) -> Iterator[Path]:
             f"cannot create a private temporary directory in {root}: {err.strerror}"
         ) from None
     try:
-        yield directory
+        with _sigterm_unwinds():
+            yield directory
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 

@@ -7,7 +7,10 @@ import hashlib
 import io
 import json
 import os
+import signal
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -139,6 +142,34 @@ def test_plaintext_removed_on_every_exit_path(s3, tmp_path: Path, monkeypatch) -
         artifacts.model_input(s3.uri("m.keras.age"), "wrong key", s3.options),
     ):
         pass
+    assert scratch_entries(scratch) == set()
+
+
+@pytest.mark.timeout(60)
+def test_plaintext_removed_when_the_process_is_terminated(tmp_path: Path) -> None:
+    """SIGTERM (a pod being deleted) while the model is in use still cleans up."""
+    (tmp_path / "m.keras.age").write_bytes(encrypted(KERAS))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    code = (
+        "import sys, time\n"
+        "from pruner import artifacts, storage\n"
+        "with artifacts.model_input(sys.argv[1], sys.argv[2], storage.S3Options()) as p:\n"
+        "    print(p, flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path / "m.keras.age"), KEY],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, artifacts.SCRATCH_ENV: str(scratch)},
+    )
+    assert child.stdout is not None
+    plain = Path(child.stdout.readline().strip())
+    assert plain.read_bytes() == KERAS
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(timeout=30) == 128 + signal.SIGTERM
+    assert not plain.exists()
     assert scratch_entries(scratch) == set()
 
 
