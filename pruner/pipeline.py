@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 from pruner import modelio
 from pruner.errors import (
     InvalidArgument,
-    InvalidModel,
     KeyRequired,
     OutputExists,
     VerificationFailed,
@@ -137,14 +136,8 @@ def publish_report(report: dict[str, Any], request: PruneRequest) -> None:
 
 
 def load_model(path: Path, *, safe_mode: bool) -> keras.Model:
-    """Load and return a functional model (Sequential is converted, not rejected)."""
-    from pruner.graph import as_functional
-
-    model = modelio.load_model(path, safe_mode=safe_mode)
-    try:
-        return as_functional(model)
-    except ValueError as err:  # e.g. a Sequential that was never built
-        raise InvalidModel(f"cannot use model {path}: {err}") from None
+    """Load a model; Sequential ones are converted to functional by `prepare`."""
+    return modelio.load_model(path, safe_mode=safe_mode)
 
 
 def missing_excluded_layers(excluded: list[str], names: list[str]) -> dict[str, list[str]]:
