@@ -207,7 +207,9 @@ def publish_output(
     """
     location = storage.parse_uri(uri)
     if isinstance(location, LocalPath):
-        with storage.atomic_local_write(location.path, overwrite=overwrite) as handle:
+        with storage.atomic_local_write(
+            location.path, overwrite=overwrite, create_parent=True
+        ) as handle:
             writer = storage.HashingWriter(handle)
             with open(local_plain, "rb") as src:
                 if key is not None:
@@ -252,7 +254,9 @@ def publish_json(data: dict[str, Any], uri: str, s3: S3Options, *, overwrite: bo
     payload = (json.dumps(data, indent=2, sort_keys=False) + "\n").encode()
     location = storage.parse_uri(uri)
     if isinstance(location, LocalPath):
-        with storage.atomic_local_write(location.path, overwrite=overwrite) as handle:
+        with storage.atomic_local_write(
+            location.path, overwrite=overwrite, create_parent=True
+        ) as handle:
             handle.write(payload)
         return uri
     assert isinstance(location, S3Object)

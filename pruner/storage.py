@@ -414,7 +414,7 @@ def _default_file_mode() -> int:
 
 @contextlib.contextmanager
 def atomic_local_write(
-    path: Path, *, overwrite: bool, private: bool = False
+    path: Path, *, overwrite: bool, private: bool = False, create_parent: bool = False
 ) -> Iterator[IO[bytes]]:
     """Yield a file to write; it appears at `path` only if the block succeeds.
 
@@ -422,10 +422,16 @@ def atomic_local_write(
     rename is atomic); `private` keeps it mode 0600 (decrypted plaintext), else it
     gets the usual umask-based mode. Without `overwrite` an existing `path` is an
     OutputExists, checked first and again atomically with link(2).
+    `create_parent` makes a missing directory (as `prunejob prune -o` documents).
     """
-    parent = path.parent if str(path.parent) else Path(".")
+    parent = path.parent
     if path.is_dir():
         raise OutputNotWritable(f"output {path} is a directory; give a file path")
+    if create_parent and not parent.exists():
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise OutputNotWritable(f"cannot create directory {parent}: {err.strerror}") from None
     if not parent.is_dir():
         raise OutputNotWritable(f"output directory {parent} does not exist; create it first")
     if not overwrite and path.exists():

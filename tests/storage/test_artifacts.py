@@ -198,6 +198,22 @@ def test_local_encrypted_input_and_local_outputs(tmp_path: Path) -> None:
     assert (tmp_path / "out.keras").exists()
 
 
+def test_local_outputs_create_their_directory(tmp_path: Path) -> None:
+    (tmp_path / "model.keras").write_bytes(KERAS)
+    out = tmp_path / "new" / "dir" / "out.keras.age"
+    artifacts.publish_output(
+        tmp_path / "model.keras",
+        str(out),
+        KEY,
+        storage.S3Options(),
+        overwrite=False,
+        work_factor=FAST,
+    )
+    assert age.is_encrypted(out.read_bytes())
+    artifacts.publish_json({"a": 1}, str(tmp_path / "reports" / "r.json"), storage.S3Options())
+    assert json.loads((tmp_path / "reports" / "r.json").read_text()) == {"a": 1}
+
+
 def test_local_output_is_not_overwritten(tmp_path: Path) -> None:
     (tmp_path / "model.keras").write_bytes(KERAS)
     (tmp_path / "out.keras").write_bytes(b"old")
