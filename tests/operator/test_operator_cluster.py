@@ -342,10 +342,10 @@ def test_metrics_and_liveness(kube: Kube, operator_factory) -> None:
 
     def scrape() -> str | None:
         text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
-        return text if 'prunejob_prunejobs{phase="Succeeded"} 1.0' in text else None
+        done = 'prunejob_prunejobs{phase="Succeeded"} 1.0' in text
+        return text if done and "prunejob_filters_removed_total 40.0" in text else None
 
-    text = wait_for(scrape, what="metrics")
-    assert "prunejob_filters_removed_total 40.0" in text
+    text = wait_for(scrape, what="metrics of the succeeded run")
     assert "prunejob_run_duration_seconds_count" in text
     assert "prunejob_jobs_created_total 1.0" in text
     health = urllib.request.urlopen(f"http://127.0.0.1:{liveness_port}/healthz")
