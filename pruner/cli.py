@@ -195,8 +195,12 @@ def parse_request(argv: Sequence[str], prog: str) -> PruneRequest:
     )
 
 
+MAX_MESSAGE = 500  # Keras errors can embed whole arrays
+
+
 def one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
 
 
 def prune_main(argv: Sequence[str] | None = None, *, prog: str = "prunejob prune") -> int:

@@ -163,16 +163,19 @@ def choose_plan(
     return prepared.plan(choice.threshold), choice
 
 
-def random_batch(model: keras.Model, seed: int = 0) -> list[np.ndarray]:
-    """One random float batch per model input, open axes filled with a small size."""
+def random_batch(model: keras.Model, seed: int = 0) -> Any:
+    """Random float inputs in the structure the model was built with (a tensor, a list
+    or a dict); axes the model leaves open get a small size."""
+    import keras
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    batch = []
-    for tensor in model.inputs:
+
+    def fill(tensor: keras.KerasTensor) -> np.ndarray:
         shape = [VERIFY_BATCH] + [dim or VERIFY_UNKNOWN_DIM for dim in tensor.shape[1:]]
-        batch.append(rng.standard_normal(shape).astype("float32"))
-    return batch
+        return rng.standard_normal(shape).astype("float32")
+
+    return keras.tree.map_structure(fill, model.input)
 
 
 def verify_pruned(original: keras.Model, plan: PrunePlan, pruned: keras.Model) -> dict[str, Any]:
@@ -184,9 +187,8 @@ def verify_pruned(original: keras.Model, plan: PrunePlan, pruned: keras.Model) -
 
     masked = mask_removed_filters(original, plan)
     batch = random_batch(original)
-    inputs: Any = batch if len(batch) > 1 else batch[0]  # the structure the model was built with
-    expected = [np.asarray(out) for out in _as_list(masked(inputs, training=False))]
-    actual = [np.asarray(out) for out in _as_list(pruned(inputs, training=False))]
+    expected = [np.asarray(out) for out in _as_list(masked(batch, training=False))]
+    actual = [np.asarray(out) for out in _as_list(pruned(batch, training=False))]
     worst = 0.0
     for index, (want, got) in enumerate(zip(expected, actual, strict=True)):
         if want.shape != got.shape:

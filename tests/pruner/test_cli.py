@@ -462,3 +462,22 @@ def test_console_script_error_is_one_line(tmp_path: Path) -> None:
     assert (
         result.stderr == f"tlt-prune: error: model file {tmp_path / 'none.keras'} does not exist\n"
     )
+
+
+def test_verify_feeds_models_with_several_inputs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    left, right = keras.Input((8, 8, 3), name="left"), keras.Input((8, 8, 2), name="right")
+    conv_left = keras.layers.Conv2D(WIDTH, 3, padding="same", name="conv_left")
+    conv_right = keras.layers.Conv2D(WIDTH, 1, name="conv_right")
+    merged = keras.layers.Add(name="add")([conv_left(left), conv_right(right)])
+    pooled = keras.layers.GlobalAveragePooling2D()(merged)
+    model = keras.Model([left, right], keras.layers.Dense(3, name="head")(pooled))
+    zero_filters(conv_left, CONV1_ZEROED)  # the Add ties both convs: same filters go
+    zero_filters(conv_right, CONV1_ZEROED)
+    path = tmp_path / "two_inputs.keras"
+    model.save(path)
+    output = tmp_path / "pruned.keras"
+    code, _, err = prune(["-m", str(path), "-o", str(output), "--verify"], capsys)
+    assert code == 0, err
+    assert conv_layers(keras.saving.load_model(output)) == {"conv_left": 16, "conv_right": 16}
