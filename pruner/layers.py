@@ -465,19 +465,16 @@ class FlattenKind(LayerKind):
         return [flatten_layout(layout, _positions(shape))]
 
 
-def _squeezed(dims: Shape) -> list[int | None]:
-    return [d for d in dims if d != 1]
-
-
 @register("Reshape")
 class ReshapeKind(LayerKind):
-    """Passes channels through when the channel axis stays last and only size-1 axes are
-    added or dropped ((C,) <-> (1, 1, C)); a reshape to one axis acts as a Flatten.
-    Anything else needs unpruned input (or the Reshape excluded with -el)."""
+    """Passes channels through when the last axis keeps its size: in channels-last memory
+    order the channel index then stays the same (this covers (C,) <-> (1, 1, C) and also
+    (H, W, C) -> (H*W, C)). A reshape to one axis acts as a Flatten. Anything else needs
+    unpruned input (or the Reshape excluded with -el)."""
 
     def mode(self, call: Call) -> str:
         src, dst = call.in_shapes[0], call.out_shapes[0]
-        if src[-1] == dst[-1] and _squeezed(src[1:-1]) == _squeezed(dst[1:-1]):
+        if src[-1] is not None and src[-1] == dst[-1]:
             return "channels"
         if len(dst) == 2 and len(src) > 2 and all(d is not None for d in src[1:]):
             return "flatten"
