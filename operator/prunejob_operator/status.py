@@ -7,7 +7,7 @@ results), and `build_status()` folds that into the previous status so a conditio
 
 Reason codes (status.reason, the conditions' reason, Event reason):
 - Pending: Creating, Queued, Starting, SecretNotFound, ImagePullBackOff, Unschedulable
-- Running: Running, Retrying
+- Running: Running, Retrying, Finishing
 - Succeeded: Succeeded
 - Failed: the worker's reason (pruner.errors: ModelNotFound, DecryptionFailed,
   UnsupportedLayer, AccessDenied, ...), DeadlineExceeded, BackoffLimitExceeded,
@@ -252,6 +252,15 @@ def derive(
     if job.complete:
         succeeded = [pod for pod in pods if pod.phase == "Succeeded"]
         pod = _latest(succeeded)
+        if pod is None:
+            # The Job and Pod watches are not ordered: the pod (with the result) may
+            # arrive after the Job's Complete. Report success only with its result.
+            return dataclasses.replace(
+                base,
+                phase="Running",
+                reason="Finishing",
+                message="the Job completed; waiting for its pod's result",
+            )
         results = results_from_message(pod.termination_message) if pod else {}
         message = "pruned" if results else "succeeded; the worker left no result message"
         if "filters_summary" in results:
@@ -442,6 +451,6 @@ def transition_event(previous: PruneJobStatus, new: PruneJobStatus) -> EventSpec
     message = new.message or ""
     if new.phase == "Failed" or reason in BLOCKED_REASONS or reason == "Retrying":
         return EventSpec("Warning", reason, message)
-    if reason in ("Creating", "Starting"):
+    if reason in ("Creating", "Starting", "Finishing"):
         return None  # routine steps; creating the Job posts its own Event
     return EventSpec("Normal", reason, message)

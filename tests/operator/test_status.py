@@ -266,3 +266,8 @@ def test_events_on_transitions_only() -> None:
     failed = build_status(queued, failed_obs, "t2")
     event = transition_event(queued, failed)
     assert (event.type, event.reason) == ("Warning", "DeadlineExceeded")
+
+
+def test_complete_job_waits_for_the_pod_result() -> None:
+    seen = observe(job_body(conditions=[condition("Complete")]), [])
+    assert (seen.phase, seen.reason) == ("Running", "Finishing")
