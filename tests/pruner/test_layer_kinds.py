@@ -76,6 +76,11 @@ def test_conv2d_bn_add_gap_dense() -> None:
     expected["logits"] = list(range(10))
     _, pruned = prune_and_compare(model, zeroed, expected)
     assert pruned.get_layer("b0_bn1").weights[0].shape == (31,)
+    for name in ("stem_conv", "b0_bn1", "logits"):  # the config survives surgery
+        before, after = model.get_layer(name).get_config(), pruned.get_layer(name).get_config()
+        for key in before:
+            if key.endswith("_initializer"):
+                assert after[key] == before[key], (name, key)
 
 
 def test_flatten_then_dense_slices_tiled_channels() -> None:
