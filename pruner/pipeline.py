@@ -15,17 +15,12 @@ from __future__ import annotations
 import contextlib
 import difflib
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pruner import modelio
-from pruner.errors import (
-    InvalidArgument,
-    KeyRequired,
-    OutputExists,
-    VerificationFailed,
-)
+from pruner.errors import InvalidArgument, KeyRequired, OutputExists, VerificationFailed
 from pruner.progress import Progress
 from pruner.report import build_report, write_json
 from pruner.settings import PruneSettings
@@ -135,20 +130,24 @@ def publish_report(report: dict[str, Any], request: PruneRequest) -> None:
 # ---------------------------------------------------------------- steps
 
 
-def load_model(path: Path, *, safe_mode: bool) -> keras.Model:
-    """Load a model; Sequential ones are converted to functional by `prepare`."""
-    return modelio.load_model(path, safe_mode=safe_mode)
+def load_step(request: PruneRequest, progress: Progress) -> keras.Model:
+    """Resolve the input and load it (Sequential models are converted by `prepare`)."""
+    with resolve_input(request) as local_model:
+        with progress.step("startup", "(importing TensorFlow)"):  # so "loading" times the model
+            import keras  # noqa: F401
+        with progress.step("loading", str(request.model)):
+            return modelio.load_model(local_model, safe_mode=request.safe_mode)
 
 
-def missing_excluded_layers(excluded: list[str], names: list[str]) -> dict[str, list[str]]:
-    """Excluded names the model lacks -> up to three close existing names each."""
-    return {name: difflib.get_close_matches(name, names, n=3, cutoff=0.6) for name in excluded}
+def close_names(wanted: list[str], names: list[str]) -> dict[str, list[str]]:
+    """Each wanted name -> up to three existing names that look like it."""
+    return {name: difflib.get_close_matches(name, names, n=3, cutoff=0.6) for name in wanted}
 
 
 def warn_missing_excluded(prepared: PreparedModel, progress: Progress) -> None:
-    names = prepared.layer_names()
+    names = prepared.layer_names()  # graph paths; nested layers also by their own name
     names += sorted({name.rpartition("/")[2] for name in names} - set(names))
-    for name, close in missing_excluded_layers(prepared.unknown_excluded, names).items():
+    for name, close in close_names(prepared.unknown_excluded, names).items():
         hint = f"; close names: {', '.join(close)}" if close else ""
         progress.warn(f"excluded layer {name!r} is not in the model, ignoring it{hint}")
 
@@ -161,6 +160,67 @@ def choose_plan(
         return prepared.plan(), None
     choice = choose_threshold(prepared, request.target_ratio)
     return prepared.plan(choice.threshold), choice
+
+
+def plan_step(
+    model: keras.Model, request: PruneRequest, progress: Progress
+) -> tuple[PreparedModel, PrunePlan, TargetChoice | None]:
+    from pruner.plan import prepare
+
+    with progress.step("preparing", "(channel graph and filter statistics)"):
+        prepared = prepare(model, request.settings)
+    warn_missing_excluded(prepared, progress)
+    with progress.step("planning"):
+        plan, choice = choose_plan(prepared, request)
+    if choice is not None:
+        progress.say(
+            f"--target-ratio {choice.target}: threshold {choice.threshold!r} gives ratio "
+            f"{choice.ratio:.4f} ({choice.plans_evaluated} plans evaluated)"
+        )
+        if not choice.reached:
+            progress.warn(
+                f"no threshold reaches ratio {choice.target}; pruning as far as the "
+                f"settings allow gives {choice.ratio:.4f}"
+            )
+    return prepared, plan, choice
+
+
+def surgery_step(
+    prepared: PreparedModel, plan: PrunePlan, request: PruneRequest, progress: Progress
+) -> tuple[keras.Model, dict[str, Any] | None]:
+    """The pruned model, and the --verify result when asked for."""
+    from pruner.surgery import apply_plan
+
+    with progress.step("surgery"):
+        pruned = apply_plan(prepared.model, plan)
+    verification = None
+    if request.verify:
+        with progress.step("verifying", "(masked original vs pruned, random batch)"):
+            verification = verify_pruned(prepared.model, plan, pruned)
+    return pruned, verification
+
+
+def save_step(pruned: keras.Model, request: PruneRequest, progress: Progress) -> dict[str, Any]:
+    with stage_output(request) as staged, progress.step("saving", str(request.output)):
+        modelio.save_model(pruned, staged)
+        return publish_output(staged, request)
+
+
+def checked_totals(
+    totals: dict[str, dict[str, int]], pruned: keras.Model, progress: Progress
+) -> dict[str, dict[str, int]]:
+    """The plan's predicted counts, with the parameter count the pruned model really has
+    (they agree unless the core has a bug, which is then reported, not hidden)."""
+    from pruner.counting import count_params
+
+    counted = count_params(pruned)
+    if counted == totals["params"]["after"]:
+        return totals
+    progress.warn(
+        f"the pruned model has {counted:,} parameters, the plan predicted "
+        f"{totals['params']['after']:,}; the report uses the model's count"
+    )
+    return {**totals, "params": {**totals["params"], "after": counted}}
 
 
 def random_batch(model: keras.Model, seed: int = 0) -> Any:
@@ -216,59 +276,21 @@ def _as_list(outputs: Any) -> list[Any]:
 def run_prune(request: PruneRequest, progress: Progress) -> dict[str, Any]:
     """Run the whole pipeline; returns the JSON report (also written with --report)."""
     check_output(request)
-    with resolve_input(request) as local_model:
-        with progress.step("startup", "(importing TensorFlow)"):  # so "loading" times the model
-            import keras  # noqa: F401
-        with progress.step("loading", str(request.model)):
-            model = load_model(local_model, safe_mode=request.safe_mode)
-
-    from pruner.counting import count_params
-    from pruner.plan import prepare
-    from pruner.surgery import apply_plan
-
-    with progress.step("preparing", "(channel graph and filter statistics)"):
-        prepared = prepare(model, request.settings)
-    warn_missing_excluded(prepared, progress)
-    with progress.step("planning"):
-        plan, choice = choose_plan(prepared, request)
-        totals = prepared.totals(plan)
-    settings = replace(request.settings, threshold=choice.threshold) if choice else plan.settings
-    if choice is not None:
-        progress.say(
-            f"--target-ratio {choice.target}: threshold {choice.threshold!r} gives ratio "
-            f"{choice.ratio:.4f} ({choice.plans_evaluated} plans evaluated)"
-        )
-        if not choice.reached:
-            progress.warn(
-                f"no threshold reaches ratio {choice.target}; pruning as far as the "
-                f"settings allow gives {choice.ratio:.4f}"
-            )
-
-    output_info = verification = None
+    model = load_step(request, progress)
+    prepared, plan, choice = plan_step(model, request, progress)
+    totals = prepared.totals(plan)
+    output = verification = None
     if not request.dry_run:
-        with progress.step("surgery"):
-            pruned = apply_plan(prepared.model, plan)
-        counted = count_params(pruned)
-        if counted != totals["params"]["after"]:
-            progress.warn(
-                f"the pruned model has {counted:,} parameters, the plan predicted "
-                f"{totals['params']['after']:,}; the report uses the model's count"
-            )
-            totals = {**totals, "params": {**totals["params"], "after": counted}}
-        if request.verify:
-            with progress.step("verifying", "(masked original vs pruned, random batch)"):
-                verification = verify_pruned(prepared.model, plan, pruned)
-        with stage_output(request) as staged, progress.step("saving", str(request.output)):
-            modelio.save_model(pruned, staged)
-            output_info = publish_output(staged, request)
-
+        pruned, verification = surgery_step(prepared, plan, request, progress)
+        totals = checked_totals(totals, pruned, progress)
+        output = save_step(pruned, request, progress)
     report = build_report(
         totals=totals,
         layers=plan.layers,
-        settings=settings.to_json(),
+        settings=plan.settings.to_json(),  # with the threshold actually used
         timings=progress.timings,
         model=str(request.model),
-        output=output_info,
+        output=output,
         target=choice.to_json() if choice else None,
         plan=plan.to_json() if request.dry_run else None,
         verification=verification,

@@ -217,6 +217,17 @@ def test_unwritable_output_is_output_not_writable(
     assert err.startswith("prunejob: error: cannot create output directory /proc/prunejob-test")
 
 
+def test_unwritable_report_fails_before_any_work(
+    model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "pruned.keras"
+    argv = ["-m", str(model_file), "-o", str(output), "--report", "/proc/prunejob-test/r.json"]
+    code, _, err = prune(argv, capsys)
+    assert code == 12
+    assert err.startswith("prunejob: error: cannot create output directory /proc/prunejob-test")
+    assert not output.exists()
+
+
 def test_output_suffix_must_be_a_keras_format(
     model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
