@@ -358,42 +358,31 @@ class _Walker:
             raise InvalidModel(f"nested model '{prefix[:-1]}' is called with {len(bound)} inputs")
 
         tensors: dict[tuple[str, int, int], Layout] = {}
+        input_names = [ref[0] for ref in inputs]
+        # (entry, node index) in config order; a shared layer's later call may read a tensor
+        # made further down the list, so calls whose inputs are not ready wait their turn
+        pending: list[tuple[dict[str, Any], int]] = []
         for entry in config["layers"]:
-            name, class_name = entry["name"], entry["class_name"]
-            path = prefix + name
-            op = ops.get(name)
-            if class_name == "InputLayer":
-                rec = self.record(path, class_name, op, entry)
-                shape = _shape(entry["config"]["batch_shape"])
-                index = [r[0] for r in inputs].index(name) if name in [r[0] for r in inputs] else 0
-                if bound is None:
-                    layout = graph.new_source(shape[-1] or 0, pin="model input")
-                else:
-                    layout = bound[index]
-                call = Call([layout] if bound is not None else [], [shape], [layout], [shape])
-                rec.calls.append(call)
-                tensors[(name, 0, 0)] = layout
-                continue
-            for node_index, node in enumerate(entry["inbound_nodes"]):
+            if entry["class_name"] == "InputLayer":
+                layout = self.input_layer(prefix, ops, entry, input_names, bound)
+                tensors[(entry["name"], 0, 0)] = layout
+            else:
+                pending.extend((entry, i) for i in range(len(entry["inbound_nodes"])))
+        while pending:
+            waiting: list[tuple[dict[str, Any], int]] = []
+            for entry, node_index in pending:
+                node = entry["inbound_nodes"][node_index]
                 refs = [tuple(t["keras_history"]) for t in iter_keras_tensors(node)]
-                try:
-                    in_layouts = [tensors[r] for r in refs]  # type: ignore[index]
-                except KeyError as err:
-                    raise InvalidModel(f"layer '{path}' reads an unknown tensor {err}") from None
-                in_shapes = [shapes[r] for r in refs]  # type: ignore[index]
-                out_shapes = []
-                i = 0
-                while (name, node_index, i) in shapes:
-                    out_shapes.append(shapes[(name, node_index, i)])
-                    i += 1
-                if class_name in NESTED_MODEL_CLASSES:
-                    outs = self.walk_nested(path, op, entry, in_layouts, in_shapes)
+                if all(ref in tensors for ref in refs):
+                    outs = self.call(prefix, ops, entry, node_index, refs, tensors, shapes)
+                    for i, layout in enumerate(outs):
+                        tensors[(entry["name"], node_index, i)] = layout
                 else:
-                    rec = self.record(path, class_name, op, entry)
-                    call = Call(in_layouts, in_shapes, out_shapes=out_shapes, node=node)
-                    outs = self.run(rec, call)
-                for i, layout in enumerate(outs):
-                    tensors[(name, node_index, i)] = layout
+                    waiting.append((entry, node_index))
+            if len(waiting) == len(pending):
+                names = ", ".join(sorted({prefix + entry["name"] for entry, _ in waiting}))
+                raise InvalidModel(f"layers {names} read tensors no layer produces")
+            pending = waiting
         result = []
         for ref in outputs:
             if ref not in tensors:
@@ -404,6 +393,51 @@ class _Walker:
             for layout in result:
                 graph.pin(layout, "model output")
         return result
+
+    def input_layer(
+        self,
+        prefix: str,
+        ops: dict[str, Any],
+        entry: dict[str, Any],
+        input_names: list[str],
+        bound: list[Layout] | None,
+    ) -> Layout:
+        """A top-level input is a fixed (pinned) source; a nested model's input takes the
+        layout its caller passes in."""
+        name = entry["name"]
+        rec = self.record(prefix + name, "InputLayer", ops.get(name), entry)
+        shape = _shape(entry["config"]["batch_shape"])
+        if bound is None:
+            layout = self.graph.new_source(shape[-1] or 0, pin="model input")
+            rec.calls.append(Call([], [shape], [layout], [shape]))
+        else:
+            index = input_names.index(name) if name in input_names else 0
+            layout = bound[index]
+            rec.calls.append(Call([layout], [shape], [layout], [shape]))
+        return layout
+
+    def call(
+        self,
+        prefix: str,
+        ops: dict[str, Any],
+        entry: dict[str, Any],
+        node_index: int,
+        refs: list[Any],
+        tensors: dict[tuple[str, int, int], Layout],
+        shapes: dict[tuple[str, int, int], Shape],
+    ) -> list[Layout]:
+        name, class_name = entry["name"], entry["class_name"]
+        path = prefix + name
+        in_layouts = [tensors[ref] for ref in refs]
+        in_shapes = [shapes[ref] for ref in refs]
+        out_shapes = []
+        while (name, node_index, len(out_shapes)) in shapes:
+            out_shapes.append(shapes[(name, node_index, len(out_shapes))])
+        if class_name in NESTED_MODEL_CLASSES:
+            return self.walk_nested(path, ops.get(name), entry, in_layouts, in_shapes)
+        rec = self.record(path, class_name, ops.get(name), entry)
+        node = entry["inbound_nodes"][node_index]
+        return self.run(rec, Call(in_layouts, in_shapes, out_shapes=out_shapes, node=node))
 
     def walk_nested(
         self,

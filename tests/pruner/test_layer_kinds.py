@@ -336,6 +336,23 @@ def test_shared_layer_ties_its_inputs_and_multiple_inputs_outputs() -> None:
     )
 
 
+def test_shared_layer_called_again_downstream() -> None:
+    """The second call reads a tensor made after the layer's first call."""
+    inp = keras.Input((6, 6, 3))
+    a = layers.Conv2D(6, 1, name="a")(inp)
+    shared = layers.Conv2D(6, 1, name="shared")
+    x = shared(a)
+    x = layers.Conv2D(6, 1, name="mid")(layers.ReLU()(x))
+    x = shared(x)
+    out = layers.Conv2D(2, 1, name="head")(x)
+    prune_and_compare(
+        keras.Model(inp, out),
+        {"a": [0, 3], "mid": [3, 4], "shared": [5]},
+        # a and mid both feed `shared`: only filter 3 is zero in both
+        {"a": all_but(6, [3]), "mid": all_but(6, [3]), "shared": all_but(6, [5])},
+    )
+
+
 def test_group_normalization_prunes_only_evenly() -> None:
     def build() -> keras.Model:
         inp = keras.Input((4, 4, 3))
