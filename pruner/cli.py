@@ -23,11 +23,13 @@ from pruner.target import validate_target_ratio
 
 DEFAULTS = PruneSettings()
 EPILOG = """\
---verify runs the original model with the removed filters zeroed (masked) and the
-pruned model on one random batch, and fails if their outputs differ beyond float32
-rounding. It is only meaningful where masked channels stay zero through the network:
-e.g. a BatchNormalization with a nonzero beta (or a bias after the masked filter)
-turns a zeroed channel into a constant, so a correct pruning can still "fail".
+--verify runs the original model with the removed filters zeroed (masked: their
+kernels and biases, and the normalization scale and offset of their channels) and
+the pruned model on one random batch, and fails if their outputs differ beyond
+float32 rounding. It is only meaningful where masked channels stay zero through the
+network: an activation with f(0) != 0 (sigmoid, softplus, ...) or a Normalization
+layer after a pruned layer turns a zeroed channel into a constant that the pruned
+model no longer has, so a correct pruning can still "fail".
 
 Exit codes: 0 ok, 2 invalid argument, 3 model not found, 4 invalid model,
 5 unsupported layer, 7 key required, 11 output exists, 12 output not writable,
@@ -95,14 +97,18 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "--normalizer",
         choices=NORMALIZERS,
         default=DEFAULTS.normalizer,
-        help="per-layer normalization of filter norms (default: %(default)s)",
+        metavar="NORMALIZER",
+        help=f"per-layer normalization of filter norms: {', '.join(NORMALIZERS)} "
+        "(default: %(default)s)",
     )
     pruning.add_argument(
         "-eq",
         "--equalization_criterion",
         choices=CRITERIA,
         default=DEFAULTS.equalization_criterion,
-        help="how stats of layers that must keep the same channels merge (default: %(default)s)",
+        metavar="CRITERION",
+        help=f"how stats of layers that must keep the same channels merge: "
+        f"{', '.join(CRITERIA)} (default: %(default)s)",
     )
     pruning.add_argument(
         "-pg",
