@@ -86,6 +86,10 @@ class LayerKind:
     masked_weights: ClassVar[frozenset[str]] = frozenset()  # ...in these weights
     mac_weights: ClassVar[tuple[str, ...]] = ()  # MACs = positions * size of these
 
+    def initializer_key(self, weight: str) -> str:
+        """The config key of the initializer that creates weight `weight`."""
+        return f"{weight}_initializer"
+
     def check(self, rec: LayerRecord) -> None:
         """Static validation once per layer; raise UnsupportedLayer."""
         if rec.config.get("data_format") == "channels_first":
@@ -208,6 +212,13 @@ class SeparableConv(Producer):
     masked_weights = frozenset({"pointwise_kernel", "bias"})
     mac_weights = ("depthwise_kernel", "pointwise_kernel")
 
+    def initializer_key(self, weight: str) -> str:
+        return (
+            weight.replace("_kernel", "") + "_initializer"
+            if "kernel" in weight
+            else (f"{weight}_initializer")
+        )
+
     def stat(self, rec: LayerRecord, weights: dict[str, np.ndarray]) -> np.ndarray | None:
         return filter_norms(weights["pointwise_kernel"], -1)
 
@@ -240,6 +251,9 @@ class Depthwise(LayerKind):
                 f"layer '{rec.path}' ({rec.class_name}) has depth_multiplier={multiplier}; "
                 "only depth_multiplier=1 can be pruned"
             )
+
+    def initializer_key(self, weight: str) -> str:
+        return "depthwise_initializer" if weight == "kernel" else f"{weight}_initializer"
 
     def flow(self, g: ChannelGraph, rec: LayerRecord, call: Call) -> list[Layout]:
         layout = _single_input(rec, call)

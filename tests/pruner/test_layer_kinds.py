@@ -8,6 +8,7 @@ go and the outputs must not change. Plus the error cases.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -81,6 +82,18 @@ def test_conv2d_bn_add_gap_dense() -> None:
         for key in before:
             if key.endswith("_initializer"):
                 assert after[key] == before[key], (name, key)
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_pruned_model_saves_and_loads(tmp_path: Path, suffix: str) -> None:
+    model = small_resnet((8, 8, 3))
+    _, pruned = prune_and_compare(model, {"b0_conv1": [0, 1]}, {"b0_conv1": all_but(32, [0, 1])})
+    path = tmp_path / f"pruned{suffix}"
+    pruned.save(path)
+    loaded = keras.models.load_model(path)
+    inputs = random_inputs(model)
+    assert max_abs_diff(pruned, loaded, inputs) == 0.0
+    assert loaded.get_layer("b0_conv1").get_config()["filters"] == 30
 
 
 def test_flatten_then_dense_slices_tiled_channels() -> None:
