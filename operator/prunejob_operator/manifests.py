@@ -204,7 +204,7 @@ def build_job(
                 "securityContext": RESTRICTED_CONTAINER_SECURITY,
                 "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH_DIR}],
                 "terminationMessagePath": TERMINATION_LOG,
-                "terminationMessagePolicy": "File",
+                "terminationMessagePolicy": "FallbackToLogsOnError",
             }
         ],
         "volumes": [{"name": "scratch", "emptyDir": {}}],

@@ -204,7 +204,18 @@ def _pod_failure_text(pod: PodSummary) -> str:
     if worker:
         return f"{worker[0]}: {worker[1]}"
     if pod.terminated_reason or pod.exit_code is not None:
-        return f"container {pod.terminated_reason or 'terminated'} (exit code {pod.exit_code})"
+        text = f"container {pod.terminated_reason or 'terminated'} (exit code {pod.exit_code})"
+        # With FallbackToLogsOnError a worker that died before writing its result (bad
+        # arguments, a crash) leaves the tail of its log: its last line says why.
+        last_line = next(
+            (
+                line.strip()
+                for line in reversed(pod.termination_message.splitlines())
+                if line.strip()
+            ),
+            "",
+        )
+        return f"{text}: {last_line[:300]}" if last_line else text
     return f"pod {pod.name} failed"
 
 

@@ -184,6 +184,16 @@ def test_backoff_limit_without_a_message() -> None:
     assert "OOMKilled" in seen.message and "137" in seen.message
 
 
+def test_backoff_limit_with_a_log_tail_instead_of_a_result() -> None:
+    # FallbackToLogsOnError: a worker that died before writing its result leaves its log.
+    tail = "Traceback (most recent call last):\n  ...\nMemoryError: cannot allocate 4 GiB\n"
+    pod = pod_body(phase="Failed", state=terminated(1, tail, "Error"))
+    job = job_body(conditions=[condition("Failed", "BackoffLimitExceeded")], failed=1)
+    seen = observe(job, [pod])
+    assert (seen.phase, seen.reason) == ("Failed", "BackoffLimitExceeded")
+    assert seen.message.endswith("(exit code 1): MemoryError: cannot allocate 4 GiB")
+
+
 def test_deadline_exceeded() -> None:
     job = job_body(
         conditions=[condition("Failed", "DeadlineExceeded", "Job was active longer than...")]
