@@ -193,6 +193,18 @@ def test_key_on_a_plain_model_is_an_error(
     assert not output.exists()
 
 
+def test_encrypted_model_without_key_is_key_required(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    encrypted = tmp_path / "model.keras.age"
+    encrypted.write_bytes(b"age-encryption.org/v1\n-> scrypt c2FsdA 18\n")
+    code, _, err = prune(["-m", str(encrypted), "-o", str(tmp_path / "o.keras")], capsys)
+    assert code == 7
+    assert (
+        err == f"prunejob: error: model file {encrypted} is age-encrypted; give its key with -k\n"
+    )
+
+
 def test_output_equal_to_input_needs_force(
     tmp_path: Path, model_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
