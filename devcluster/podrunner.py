@@ -6,8 +6,10 @@ It talks to the API over HTTP (list + watch of Jobs and Pods, like real controll
   ``completions`` are taken as 1), ``generateName: <job>-``, template labels plus
   ``job-name``/``batch.kubernetes.io/job-name``/``controller-uid``, a controller
   ownerReference; a new Pod per failure until ``backoffLimit`` (then condition Failed,
-  reason ``BackoffLimitExceeded``); ``activeDeadlineSeconds`` kills the Pod (Failed,
-  ``DeadlineExceeded``); ``spec.suspend`` (Kueue) holds the Job until it is unsuspended;
+  reason ``BackoffLimitExceeded``); ``podFailurePolicy`` rules (``onExitCodes``,
+  ``onPodConditions``; actions ``FailJob`` -> Failed/``PodFailurePolicy``, ``Ignore``, ``Count``);
+  ``activeDeadlineSeconds`` kills the Pod (Failed, ``DeadlineExceeded``); ``spec.suspend``
+  (Kueue) holds the Job until it is unsuspended;
 - **scheduler**: one fake node ``devcluster-node`` (a Node object with the configured labels
   and ``nvidia.com/gpu`` capacity); a Pod whose GPU limit exceeds the free GPUs or whose
   ``nodeSelector`` does not match stays Pending with PodScheduled=False/Unschedulable until
@@ -193,6 +195,52 @@ def set_condition(
     return result
 
 
+def _exit_code_matches(rule: Mapping[str, Any], pod: Mapping[str, Any]) -> tuple[str, int] | None:
+    """(container, exit code) of the first terminated container the rule matches."""
+    wanted = rule.get("containerName")
+    values = {int(v) for v in rule.get("values") or []}
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if wanted and status.get("name") != wanted:
+            continue
+        code = ((status.get("state") or {}).get("terminated") or {}).get("exitCode")
+        if code is None or code == 0:  # Kubernetes never matches successful containers
+            continue
+        if (code in values) == (rule.get("operator", "In") == "In"):
+            return str(status.get("name", "")), int(code)
+    return None
+
+
+def pod_failure_action(
+    policy: Mapping[str, Any] | None, pod: Mapping[str, Any]
+) -> tuple[str, str] | None:
+    """The first ``podFailurePolicy`` rule matching a failed pod: (action, Job message).
+
+    ``None`` when no rule matches (the failure counts towards ``backoffLimit``).
+    """
+    meta = pod.get("metadata") or {}
+    where = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+    for index, rule in enumerate((policy or {}).get("rules") or []):
+        action = str(rule.get("action", "Count"))
+        if "onExitCodes" in rule:
+            matched = _exit_code_matches(rule["onExitCodes"], pod)
+            if matched is not None:
+                container, code = matched
+                return action, (
+                    f"Container {container} for pod {where} failed with exit code {code} "
+                    f"matching {action} rule at index {index}"
+                )
+        for pattern in rule.get("onPodConditions") or []:
+            for condition in (pod.get("status") or {}).get("conditions") or []:
+                if condition.get("type") == pattern.get("type") and condition.get(
+                    "status"
+                ) == pattern.get("status", "True"):
+                    return action, (
+                        f"Pod {where} has condition {pattern.get('type')} matching "
+                        f"{action} rule at index {index}"
+                    )
+    return None
+
+
 def pod_for_job(job: Mapping[str, Any]) -> dict[str, Any]:
     """The Pod the Job controller creates from the Job's template."""
     meta = job["metadata"]
@@ -236,7 +284,7 @@ def pod_for_job(job: Mapping[str, Any]) -> dict[str, Any]:
 @dataclass
 class JobState:
     pods: dict[str, str] = field(default_factory=dict)  # pod name -> phase
-    failed: set[str] = field(default_factory=set)
+    failed: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> the failed pod
     succeeded: set[str] = field(default_factory=set)
     deadline_timer: asyncio.TimerHandle | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -567,11 +615,19 @@ class PodRunner:
             datetime.datetime.now(tz=datetime.UTC) - parse_time(status["startTime"])
         ).total_seconds()
         failure: tuple[str, str] | None = None
+        counted = 0  # failures that count towards backoffLimit and status.failed
+        for failed_pod in state.failed.values():
+            matched = pod_failure_action(spec.get("podFailurePolicy"), failed_pod)
+            if matched is not None and matched[0] == "Ignore":
+                continue
+            counted += 1
+            if matched is not None and matched[0] == "FailJob" and failure is None:
+                failure = ("PodFailurePolicy", matched[1])
         if state.succeeded:
-            pass
-        elif len(state.failed) > backoff_limit:
+            failure = None
+        elif failure is None and counted > backoff_limit:
             failure = ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
-        elif deadline is not None and elapsed >= float(deadline):
+        elif failure is None and deadline is not None and elapsed >= float(deadline):
             failure = ("DeadlineExceeded", "Job was active longer than specified deadline")
 
         if state.succeeded:
@@ -616,7 +672,7 @@ class PodRunner:
 
         status["active"] = len(active) if failure is None and not state.succeeded else 0
         status["succeeded"] = len(state.succeeded)
-        status["failed"] = len(state.failed)
+        status["failed"] = counted
         status["ready"] = sum(1 for name in active if state.pods.get(name) == "Running")
         await self._write_job_status(job, old_status, status)
 
@@ -654,7 +710,7 @@ class PodRunner:
             # Pods seen before their Job (at start-up) seed its state: no duplicate pods.
             state = self._job_states.setdefault(job_uid, JobState())
             if phase == "Failed":
-                state.failed.add(meta["name"])
+                state.failed[meta["name"]] = pod
             elif phase == "Succeeded":
                 state.succeeded.add(meta["name"])
             if gone:

@@ -6,6 +6,7 @@ import base64
 import itertools
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import kubernetes.client
@@ -153,6 +154,37 @@ def test_failures_retry_until_backoff_limit(
         terminated = pod.status.container_statuses[0].state.terminated
         assert pod.status.phase == "Failed"
         assert terminated.exit_code == 3 and terminated.reason == "Error"
+
+
+def test_pod_failure_policy_fails_the_job_at_once_or_ignores_the_failure(
+    core: kubernetes.client.CoreV1Api,
+    batch: kubernetes.client.BatchV1Api,
+    ns: str,
+    tmp_path: Path,
+) -> None:
+    policy = {
+        "rules": [
+            {"action": "FailJob", "onExitCodes": {"containerName": "main", "operator": "In",
+                                                  "values": [3, 5]}},
+            {"action": "Ignore", "onExitCodes": {"operator": "In", "values": [7]}},
+        ]
+    }  # fmt: skip
+    make_job(batch, ns, "fatal", python("import sys; sys.exit(5)"),
+             backoffLimit=3, podFailurePolicy=policy)  # fmt: skip
+    job = finished_job(batch, ns, "fatal")
+    failed = condition(job, "Failed")
+    assert failed and failed.reason == "PodFailurePolicy"
+    assert "exit code 5 matching FailJob rule at index 0" in failed.message
+    assert len(pods_of(core, ns, "fatal")) == 1 and job.status.failed == 1
+
+    # Ignored failures neither count nor stop the retries: exit 7 twice, then 1 (counted).
+    count = "import os, sys; d = sys.argv[1]; n = len(os.listdir(d)); open(f'{d}/{n}', 'w'); "
+    make_job(batch, ns, "flaky", python(count + "sys.exit(7 if n < 2 else 1)", str(tmp_path)),
+             backoffLimit=0, podFailurePolicy=policy)  # fmt: skip
+    job = finished_job(batch, ns, "flaky")
+    failed = condition(job, "Failed")
+    assert failed and failed.reason == "BackoffLimitExceeded"
+    assert len(pods_of(core, ns, "flaky")) == 3 and job.status.failed == 1
 
 
 def test_active_deadline_kills_the_process(
