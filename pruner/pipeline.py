@@ -1,11 +1,10 @@
 """The steps of one `prunejob prune` run: resolve input -> load -> prepare -> plan ->
 surgery -> verify -> save + publish -> report.
 
-Plug points for the storage/encryption layer (issue 3) are the four functions in the
-"I/O edges" section: `check_output`, `resolve_input`, `stage_output` and
-`publish_output` (+ `publish_report`). They implement plain local files now; S3 URIs,
-age decryption/encryption, `--overwrite` and the termination log replace their bodies
-without touching the steps in between.
+The I/O edges (`check_output`, `resolve_input`, `stage_output`, `publish_output`,
+`publish_report`) handle local paths and `s3://bucket/key` URIs, age-encrypted
+inputs (detected by their header) and encrypted outputs (when a key is given), via
+`pruner.artifacts`; the steps in between only ever see local plaintext files.
 
 TensorFlow is imported only inside the steps, so argument errors stay instant.
 """
@@ -14,16 +13,23 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pruner import modelio
-from pruner.errors import InvalidArgument, KeyRequired, OutputExists, VerificationFailed
+from pruner import artifacts, modelio, storage
+from pruner.errors import (
+    BucketNotFound,
+    InvalidArgument,
+    OutputExists,
+    VerificationFailed,
+)
 from pruner.progress import Progress
 from pruner.report import build_report, write_json
 from pruner.settings import PruneSettings
+from pruner.storage import LocalPath, Location, S3Object, S3Options
 from pruner.target import TargetChoice, choose_threshold
 
 if TYPE_CHECKING:
@@ -38,93 +44,219 @@ VERIFY_RTOL = 1e-4
 VERIFY_ATOL = 1e-6
 VERIFY_BATCH = 2
 VERIFY_UNKNOWN_DIM = 32  # size used for input axes the model leaves open (None)
+AGE_SUFFIX = ".age"
 
 
 @dataclass(frozen=True)
 class PruneRequest:
     """Everything one run needs, already validated (built by pruner.cli)."""
 
-    model: str  # input location: a local path now (an S3 URI / encrypted file later)
-    output: str | None  # None only with dry_run
+    model: str  # local path or s3://bucket/key, plain or age-encrypted
+    output: str | None  # local path or s3://bucket/key; None only with dry_run
     settings: PruneSettings
-    key: str = ""  # "" = no key
+    # The resolved passphrase (-k, --key-file or PRUNEJOB_KEY); None = no key.
+    # repr=False: a request printed in a traceback must not show it.
+    key: str | None = field(default=None, repr=False)
     target_ratio: float | None = None
-    report: str | None = None
+    report: str | None = None  # None: next to an S3 output (see report_destination)
     dry_run: bool = False
     verify: bool = False
     force: bool = False  # allow output == input
+    overwrite: bool = False  # allow replacing an existing output file or object
     safe_mode: bool = True
+    s3: S3Options = field(default_factory=S3Options)
 
 
-# ---------------------------------------------------------------- I/O edges (plug points)
+# ---------------------------------------------------------------- I/O edges
+
+
+def report_destination(request: PruneRequest) -> str | None:
+    """Where the JSON report goes: --report, else `<output>.report.json` next to an S3
+    output (the worker's contract), else nowhere (local runs write only the model,
+    as tlt-prune does, unless --report asks)."""
+    if request.report is not None:
+        return request.report
+    if request.dry_run or request.output is None:
+        return None
+    if isinstance(storage.parse_uri(request.output), S3Object):
+        return artifacts.report_uri_for(request.output)
+    return None
+
+
+def same_location(first: Location, second: Location) -> bool:
+    if isinstance(first, LocalPath) and isinstance(second, LocalPath):
+        return modelio.same_file(first.path, second.path)
+    return first == second
+
+
+def location_name(location: Location) -> str:
+    return location.path.name if isinstance(location, LocalPath) else location.key
+
+
+def plain_model_name(name: str) -> str:
+    """The model file name without a trailing `.age` (Keras picks the format from it)."""
+    return name[: -len(AGE_SUFFIX)] if name.endswith(AGE_SUFFIX) else name
+
+
+def check_output_name(uri: str, location: Location, key: str | None) -> str:
+    """The suffix (.keras/.h5/.hdf5) the saved model needs; InvalidArgument when the
+    name says nothing Keras can write, or says `.age` while no key encrypts it."""
+    name = location_name(location)
+    suffix = Path(plain_model_name(name)).suffix.lower()
+    if suffix not in modelio.SUFFIX_FORMATS:
+        raise InvalidArgument(
+            f"output file {uri} must end in one of {modelio.SUPPORTED_SUFFIXES}, optionally "
+            f"followed by {AGE_SUFFIX} (Keras picks the format from the suffix)"
+        )
+    if name.endswith(AGE_SUFFIX) and key is None:
+        raise InvalidArgument(
+            f"output {uri} ends in {AGE_SUFFIX} but no key was given to encrypt it; "
+            "give one with --key-file PATH or PRUNEJOB_KEY, or drop the suffix"
+        )
+    return suffix
+
+
+def output_replaces_input(request: PruneRequest) -> bool:
+    assert request.output is not None
+    return same_location(storage.parse_uri(request.output), storage.parse_uri(request.model))
+
+
+def may_replace_output(request: PruneRequest) -> bool:
+    """--overwrite, or --force for the one file the user named twice (-m X -o X)."""
+    return request.overwrite or (request.force and output_replaces_input(request))
+
+
+def check_destination(location: Location, request: PruneRequest, *, replace: bool) -> None:
+    """Fail fast when `location` can't be written: directory not creatable, bucket
+    missing, or (unless `replace`) already there."""
+    if isinstance(location, LocalPath):
+        modelio.prepare_output_dir(location.path)
+        if not replace and location.path.exists():
+            raise OutputExists(
+                f"output {location.path} already exists; pass --overwrite to replace it"
+            )
+        return
+    client = storage.make_client(request.s3)
+    if replace:
+        if not storage.bucket_exists(client, location):
+            raise BucketNotFound(
+                f"S3 bucket {location.bucket!r} does not exist (for {location.uri})"
+            )
+    elif storage.object_exists(client, location):  # a missing bucket raises here
+        raise OutputExists(f"output {location.uri} already exists; pass --overwrite to replace it")
 
 
 def check_output(request: PruneRequest) -> None:
     """Fail fast, before the slow work, when the output (or report) can't be written."""
-    if request.report is not None:
-        report_path = Path(request.report)
-        if request.output is not None and modelio.same_file(report_path, Path(request.output)):
-            raise InvalidArgument(f"--report {report_path} is the same file as the output model")
-        modelio.prepare_output_dir(report_path)
+    report = report_destination(request)
+    if report is not None:
+        report_location = storage.parse_uri(report)
+        if request.output is not None and same_location(
+            report_location, storage.parse_uri(request.output)
+        ):
+            raise InvalidArgument(f"--report {report} is the same file as the output model")
+        # Reports are always replaced: they describe the run that writes them.
+        check_destination(report_location, request, replace=True)
     if request.dry_run:
         return  # nothing is written, so nothing about -o matters
     if request.output is None:
         raise InvalidArgument("-o/--output_file is required (unless --dry-run)")
-    output = Path(request.output)
-    modelio.output_format(output)
-    if not request.force and modelio.same_file(output, Path(request.model)):
+    output = storage.parse_uri(request.output)
+    check_output_name(request.output, output, request.key)
+    if not request.force and output_replaces_input(request):
         raise OutputExists(
-            f"output {output} is the input model; refusing to overwrite it (pass --force)"
+            f"output {request.output} is the input model; refusing to overwrite it (pass --force)"
         )
-    modelio.prepare_output_dir(output)
+    check_destination(output, request, replace=may_replace_output(request))
+
+
+def input_needs_fetching(request: PruneRequest) -> bool:
+    """Whether resolving the input does real work (download and/or decryption)."""
+    location = storage.parse_uri(request.model)
+    if isinstance(location, S3Object):
+        return True
+    return modelio.inspect_model_file(location.path) == "age"
 
 
 @contextlib.contextmanager
 def resolve_input(request: PruneRequest) -> Iterator[Path]:
     """A local plaintext model path for `request.model`, valid inside the block.
 
-    Local files only for now: no download, no decryption. A key given for a plain
-    file is an error rather than silently ignored.
+    S3 objects are downloaded and age files decrypted (KeyRequired without a key) into
+    a private temporary directory that is removed on every exit path. With a key, a
+    plain input is fine: the key then only encrypts the output.
     """
-    path = Path(request.model)
-    found = modelio.inspect_model_file(path)  # missing / unreadable / not a model
-    if found == "age" and request.key:
-        raise InvalidArgument(
-            f"model {path} is age-encrypted, and this build cannot decrypt models yet; "
-            "decrypt it first"
-        )
-    if found == "age":
-        raise KeyRequired(f"model file {path} is age-encrypted; give its key with -k")
-    if request.key:
-        raise InvalidArgument(
-            f"a key was given (-k) but model {path} is not encrypted; drop -k for plain models"
-        )
-    yield path
+    location = storage.parse_uri(request.model)
+    if isinstance(location, LocalPath):
+        modelio.inspect_model_file(location.path)  # precise missing / not-a-model errors
+    with artifacts.model_input(request.model, request.key, request.s3) as plain:
+        yield plain
 
 
 @contextlib.contextmanager
-def stage_output(request: PruneRequest) -> Iterator[Path]:
-    """Where to save the plaintext model before it is published: a temp file next to
-    the output (same filesystem, so publishing is an atomic rename); removed if the
-    run fails before publishing."""
+def stage_output(request: PruneRequest, expected_bytes: int) -> Iterator[Path]:
+    """Where to save the plaintext model before it is published.
+
+    A plain local output is staged next to itself (same filesystem: publishing is an
+    atomic rename). A model that will be encrypted or uploaded is staged in a private
+    temporary directory instead, so its plaintext never lands beside the output (on
+    persistent disk) and is removed on every exit path.
+    """
     assert request.output is not None
-    with modelio.staged_file(Path(request.output)) as staged:
-        yield staged
+    location = storage.parse_uri(request.output)
+    if isinstance(location, LocalPath) and request.key is None:
+        with modelio.staged_file(location.path) as staged:
+            yield staged
+        return
+    suffix = check_output_name(request.output, location, request.key)
+    with artifacts.private_directory(expected_bytes) as directory:
+        yield directory / f"model{suffix}"
 
 
 def publish_output(staged: Path, request: PruneRequest) -> dict[str, Any]:
-    """Move the saved model into place; returns {"uri", "bytes"} of what was stored (the
-    S3 version adds "sha256", which it needs for the object metadata anyway)."""
+    """Store the saved model at the output, encrypted when there is a key.
+
+    Returns {"uri", "bytes"} of what was stored, plus "sha256" for S3 and encrypted
+    outputs (hashed while encrypting/uploading anyway; a plain local output is only
+    renamed into place, and hashing it would cost ~0.3 s per 100 MB).
+    """
     assert request.output is not None
-    output = Path(request.output)
-    size = staged.stat().st_size
-    modelio.commit_file(staged, output)
-    return {"uri": str(output), "bytes": size}
+    location = storage.parse_uri(request.output)
+    replace = may_replace_output(request)
+    if isinstance(location, LocalPath) and request.key is None:
+        size = staged.stat().st_size
+        modelio.commit_file(staged, location.path, overwrite=replace)
+        return {"uri": str(location.path), "bytes": size}
+    return artifacts.publish_output(
+        staged, request.output, request.key, request.s3, overwrite=replace
+    )
 
 
-def publish_report(report: dict[str, Any], request: PruneRequest) -> None:
-    if request.report is not None:
-        write_json(report, Path(request.report))
+def retract_output(output: dict[str, Any], request: PruneRequest) -> None:
+    """Best effort: remove an output this run created, when the run fails after
+    publishing it (so the failure leaves nothing, and a retry is not OutputExists)."""
+    if may_replace_output(request):
+        return  # whatever was there before is gone already; keep the new one
+    location = storage.parse_uri(str(output["uri"]))
+    with contextlib.suppress(Exception):
+        if isinstance(location, LocalPath):
+            os.unlink(location.path)
+        else:
+            client = storage.make_client(request.s3)
+            client.delete_object(Bucket=location.bucket, Key=location.key)
+
+
+def publish_report(report: dict[str, Any], request: PruneRequest) -> str | None:
+    """Write the report where `report_destination` says; returns that uri (or None)."""
+    destination = report_destination(request)
+    if destination is None:
+        return None
+    location = storage.parse_uri(destination)
+    if isinstance(location, LocalPath):
+        write_json(report, location.path)
+    else:
+        artifacts.publish_json(report, destination, request.s3, overwrite=True)
+    return destination
 
 
 # ---------------------------------------------------------------- steps
@@ -132,7 +264,12 @@ def publish_report(report: dict[str, Any], request: PruneRequest) -> None:
 
 def load_step(request: PruneRequest, progress: Progress) -> keras.Model:
     """Resolve the input and load it (Sequential models are converted by `prepare`)."""
-    with resolve_input(request) as local_model:
+    with contextlib.ExitStack() as stack:
+        if input_needs_fetching(request):
+            with progress.step("fetching", f"{request.model} (download, decrypt)"):
+                local_model = stack.enter_context(resolve_input(request))
+        else:
+            local_model = stack.enter_context(resolve_input(request))
         with progress.step("startup", "(importing TensorFlow)"):  # so "loading" times the model
             import keras  # noqa: F401
         with progress.step("loading", str(request.model)):
@@ -200,10 +337,22 @@ def surgery_step(
     return pruned, verification
 
 
-def save_step(pruned: keras.Model, request: PruneRequest, progress: Progress) -> dict[str, Any]:
-    with stage_output(request) as staged, progress.step("saving", str(request.output)):
-        modelio.save_model(pruned, staged)
-        return publish_output(staged, request)
+def save_step(
+    pruned: keras.Model, params: int, request: PruneRequest, progress: Progress
+) -> dict[str, Any]:
+    """Save the pruned model and publish it; `params` sizes the private scratch space."""
+    location = storage.parse_uri(str(request.output))
+    if isinstance(location, LocalPath) and request.key is None:
+        with stage_output(request, 0) as staged, progress.step("saving", str(request.output)):
+            modelio.save_model(pruned, staged)
+            return publish_output(staged, request)
+    with stage_output(request, 4 * params) as staged:  # float32 weights
+        with progress.step("saving", "(private temporary file)"):
+            modelio.save_model(pruned, staged)
+        how = ["encrypt"] if request.key is not None else []
+        how += ["upload"] if isinstance(location, S3Object) else []
+        with progress.step("publishing", f"{request.output} ({', '.join(how)})"):
+            return publish_output(staged, request)
 
 
 def checked_totals(
@@ -274,7 +423,8 @@ def _as_list(outputs: Any) -> list[Any]:
 
 
 def run_prune(request: PruneRequest, progress: Progress) -> dict[str, Any]:
-    """Run the whole pipeline; returns the JSON report (also written with --report)."""
+    """Run the whole pipeline; returns the JSON report (also written where
+    `report_destination` says)."""
     check_output(request)
     model = load_step(request, progress)
     prepared, plan, choice = plan_step(model, request, progress)
@@ -283,7 +433,7 @@ def run_prune(request: PruneRequest, progress: Progress) -> dict[str, Any]:
     if not request.dry_run:
         pruned, verification = surgery_step(prepared, plan, request, progress)
         totals = checked_totals(totals, pruned, progress)
-        output = save_step(pruned, request, progress)
+        output = save_step(pruned, totals["params"]["after"], request, progress)
     report = build_report(
         totals=totals,
         layers=plan.layers,
@@ -296,5 +446,10 @@ def run_prune(request: PruneRequest, progress: Progress) -> dict[str, Any]:
         verification=verification,
         dry_run=request.dry_run,
     )
-    publish_report(report, request)
+    try:
+        publish_report(report, request)
+    except BaseException:
+        if output is not None:
+            retract_output(output, request)
+        raise
     return report

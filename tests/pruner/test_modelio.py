@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -75,6 +76,15 @@ def test_text_file_is_invalid_model(tmp_path: Path) -> None:
     path = tmp_path / "notes.keras"
     path.write_text("not a model")
     with pytest.raises(InvalidModel, match="not a Keras model file"):
+        modelio.load_model(path)
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_truncated_file_is_invalid_model(model: keras.Model, tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"model{suffix}"
+    modelio.save_model_atomic(model, path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # a half-copied file
+    with pytest.raises(InvalidModel, match=re.escape(f"cannot load {path} as a Keras model")):
         modelio.load_model(path)
 
 
