@@ -1,28 +1,37 @@
 """`prunejob prune` and `tlt-prune`: TAO's flags, one-line errors, a short summary.
 
 Three layers, kept apart: argument parsing (`build_parser`, `parse_request`), the
-pipeline (`pruner.pipeline.run_prune`, which owns file I/O), and presentation
+pipeline (`pruner.pipeline.run_prune`, which owns file and S3 I/O), and presentation
 (`prune_main`: summary on stdout, progress and errors on stderr, exit codes from
-`pruner.errors`).
+`pruner.errors`, the termination log of the worker contract).
+
+The operator's pods run exactly this command with S3 URIs; there is no worker mode.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from types import FrameType
 from typing import NoReturn
 
+from pruner import termination
+from pruner.artifacts import DEFAULT_TERMINATION_LOG, write_termination_log
 from pruner.errors import InvalidArgument, PrunejobError
-from pruner.pipeline import PruneRequest, run_prune  # TensorFlow-free at import
+from pruner.keys import KEY_ENV, resolve_key
+from pruner.pipeline import PruneRequest, report_destination, run_prune  # no TensorFlow
 from pruner.progress import Progress
 from pruner.report import format_summary
 from pruner.settings import CRITERIA, NORMALIZERS, PruneSettings
 from pruner.target import validate_target_ratio
 
 DEFAULTS = PruneSettings()
-EPILOG = """\
+EPILOG = f"""\
 --verify runs the original model with the removed filters zeroed (masked: their
 kernels and biases, and the normalization scale and offset of their channels) and
 the pruned model on one random batch, and fails if their outputs differ beyond
@@ -31,9 +40,30 @@ network: an activation with f(0) != 0 (sigmoid, softplus, ...) or a Normalizatio
 layer after a pruned layer turns a zeroed channel into a constant that the pruned
 model no longer has, so a correct pruning can still "fail".
 
-Exit codes: 0 ok, 2 invalid argument, 3 model not found, 4 invalid model,
-5 unsupported layer, 7 key required, 11 output exists, 12 output not writable,
-13 verification failed (see README "Exit codes and reasons").
+MODEL, OUTPUT and --report are local paths or s3://bucket/key URIs (boto3's usual
+configuration: credentials chain, AWS_REGION, AWS_ENDPOINT_URL[_S3], or --s3-endpoint).
+An age-encrypted MODEL is recognised by its header and needs the key; with a key
+the output is age-encrypted (OUTPUT may end in .age). The key comes from -k, then
+--key-file, then the {KEY_ENV} environment variable; prefer the last two (-k is
+visible in the process list). Decrypted models live only in a private temporary
+directory (tmpfs when it fits), removed on every exit path.
+
+An existing output (file or object) is replaced only with --overwrite (--force
+alone allows -o to name the input itself). Outputs appear whole or not at all.
+The JSON report goes to --report, else next to an S3 output as
+OUTPUT.report.json; local outputs get a report only with --report.
+
+--termination-log PATH (default {DEFAULT_TERMINATION_LOG} when it exists and is
+writable, as in a Kubernetes pod) receives a compact JSON result on success and on
+every failure: {{"v":1,"status":"Succeeded",...}} or {{"v":1,"status":"Failed",
+"reason":REASON,"message":...}}.
+
+Exit codes (reason): 0 ok, 1 internal error (InternalError), 2 invalid argument,
+3 model not found, 4 invalid model, 5 unsupported layer, 6 decryption failed (wrong
+key, damaged file), 7 key required, 8 bucket not found, 9 access denied, 10 S3
+endpoint unreachable, 11 output exists, 12 output not writable, 13 verification
+failed, 130/143 interrupted by SIGINT/SIGTERM (Interrupted); see README "Exit codes
+and reasons".
 """
 
 
@@ -76,12 +106,38 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "-k",
         "--key",
         dest="key",
-        default="",
-        help="passphrase of an encrypted model (plain models: leave empty)",
+        default=None,  # None = not given; an explicitly empty key is an error
+        metavar="KEY",
+        help="passphrase (age): decrypts an encrypted model and encrypts the output; "
+        f"visible in the process list, so prefer --key-file or {KEY_ENV}",
     )
-    files.add_argument("--report", metavar="FILE.json", help="write the JSON report here")
+    files.add_argument(
+        "--key-file",
+        metavar="PATH",
+        help="file holding the passphrase (one trailing newline ignored)",
+    )
+    files.add_argument(
+        "--report",
+        metavar="FILE.json",
+        help="write the JSON report here (path or s3:// URI; default: OUTPUT.report.json "
+        "for an S3 output, none for a local one)",
+    )
+    files.add_argument(
+        "--overwrite", action="store_true", help="replace an existing output file or object"
+    )
     files.add_argument(
         "--force", action="store_true", help="allow the output to overwrite the input model"
+    )
+    files.add_argument(
+        "--s3-endpoint",
+        metavar="URL",
+        help="S3-compatible endpoint (MinIO, Ceph, ...), overriding AWS_ENDPOINT_URL[_S3]",
+    )
+    files.add_argument(
+        "--termination-log",
+        metavar="PATH",
+        help=f"write the compact JSON result here (default: {DEFAULT_TERMINATION_LOG} "
+        "when it exists and is writable)",
     )
     files.add_argument(
         "--safe-mode",
@@ -187,17 +243,21 @@ def parse_request(argv: Sequence[str], prog: str) -> PruneRequest:
     )
     if args.output is None and not args.dry_run:
         raise InvalidArgument("-o/--output_file is required (unless --dry-run)")
+    from pruner.storage import S3Options  # boto3 itself is imported only when S3 is used
+
     return PruneRequest(
         model=args.model,
         output=args.output,
         settings=settings,
-        key=args.key,
+        key=resolve_key(args.key, args.key_file),
         target_ratio=args.target_ratio,
         report=args.report,
         dry_run=args.dry_run,
         verify=args.verify,
         force=args.force,
+        overwrite=args.overwrite,
         safe_mode=args.safe_mode,
+        s3=S3Options(endpoint_url=args.s3_endpoint),
     )
 
 
@@ -209,34 +269,93 @@ def one_line(err: BaseException) -> str:
     return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
 
 
+INTERRUPTED = "Interrupted"  # termination-log reason of a run stopped by SIGINT/SIGTERM
+
+
+class Terminated(BaseException):
+    """SIGTERM (Kubernetes deleting the pod, `kill`), raised where the main thread is so
+    that every `finally` runs: temporary plaintext is removed, partial uploads aborted.
+    A BaseException, like KeyboardInterrupt, so no `except Exception` swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into `Terminated` for the block (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_terminated(signum: int, frame: FrameType | None) -> None:
+        raise Terminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def termination_log_arg(args: Sequence[str]) -> str | None:
+    """--termination-log's value, found without argparse so that a run whose arguments
+    do not parse still reports its failure there."""
+    path = None
+    for index, arg in enumerate(args):
+        if arg == "--termination-log" and index + 1 < len(args):
+            path = args[index + 1]
+        elif arg.startswith("--termination-log="):
+            path = arg.partition("=")[2]
+    return path
+
+
 def prune_main(argv: Sequence[str] | None = None, *, prog: str = "prunejob prune") -> int:
-    """Run one pruning from command-line arguments; returns the exit code."""
+    """Run one pruning from command-line arguments; returns the exit code.
+
+    Every outcome, success or failure of any kind, is also written to the
+    termination log (see `termination`): the operator reads it from the pod.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     name = prog.split()[0]
     verbose = "-v" in args or "--verbose" in args  # known even when parsing fails
+    log_path = termination_log_arg(args)
+
+    def failed(reason: str, message: str, exit_code: int) -> int:
+        print(f"{name}: error: {message}", file=sys.stderr)
+        write_termination_log(log_path, termination.failure_message(reason, message))
+        return exit_code
+
     try:
-        request = parse_request(args, prog)
-        progress = Progress(name)
-        report = run_prune(request, progress)
-        print(format_summary(report, progress.elapsed()), flush=True)
-        return 0
+        with sigterm_raises():
+            request = parse_request(args, prog)
+            progress = Progress(name)
+            report = run_prune(request, progress)
+            print(format_summary(report, progress.elapsed()), flush=True)
+            write_termination_log(
+                log_path,
+                termination.success_message(
+                    report, output=report.get("output"), report_uri=report_destination(request)
+                ),
+            )
+            return 0
     except PrunejobError as err:
         if verbose:
             traceback.print_exc()
-        print(f"{name}: error: {one_line(err)}", file=sys.stderr)
-        return err.exit_code
+        return failed(err.reason, one_line(err), err.exit_code)
     except KeyboardInterrupt:
-        print(f"{name}: interrupted", file=sys.stderr)
-        return 130
+        return failed(INTERRUPTED, "interrupted (SIGINT)", 128 + signal.SIGINT)
+    except Terminated as err:
+        return failed(INTERRUPTED, f"interrupted ({err})", 128 + err.signum)
     except Exception as err:  # a bug: still one line, the traceback with -v
         if verbose:
             traceback.print_exc()
-        print(
-            f"{name}: error: internal error: {type(err).__name__}: {one_line(err)} "
-            "(rerun with -v for the traceback)",
-            file=sys.stderr,
+        message = (
+            f"internal error: {type(err).__name__}: {one_line(err)} "
+            "(rerun with -v for the traceback)"
         )
-        return PrunejobError.exit_code
+        return failed(PrunejobError.reason, message, PrunejobError.exit_code)
 
 
 def tlt_prune_main() -> int:

@@ -21,6 +21,7 @@ from pruner.errors import (
     InvalidModel,
     KeyRequired,
     ModelNotFound,
+    OutputExists,
     OutputNotWritable,
 )
 
@@ -74,7 +75,10 @@ def check_model_file(path: Path) -> ModelFormat:
     """The format of a plaintext model file; KeyRequired when it is encrypted."""
     found = inspect_model_file(path)
     if found == "age":
-        raise KeyRequired(f"model file {path} is age-encrypted; give its key with -k")
+        raise KeyRequired(
+            f"model file {path} is age-encrypted; give its key with --key-file PATH or the "
+            "PRUNEJOB_KEY environment variable (or -k)"
+        )
     return found
 
 
@@ -173,19 +177,37 @@ def staged_file(path: Path) -> Iterator[Path]:
         staged.unlink(missing_ok=True)
 
 
-def commit_file(staged: Path, path: Path) -> None:
+def commit_file(staged: Path, path: Path, *, overwrite: bool = True) -> None:
     """Give `staged` the usual permissions and rename it onto `path`.
 
     The rename is atomic: readers see the old file or the whole new one, and a run
     that dies before it leaves only a temp file that `staged_file` removes. No fsync:
     it would cost ~0.2 s per ResNet50-sized model for durability across power loss,
-    which a rerun of the job restores anyway.
+    which a rerun of the job restores anyway. Without `overwrite` an existing `path`
+    is an OutputExists, enforced atomically by link(2) (no clobbering a file that
+    appeared during the run).
     """
     umask = os.umask(0)
     os.umask(umask)
     staged.chmod(0o666 & ~umask)  # mkstemp made it 0600; an output is an ordinary file
     try:
-        os.replace(staged, path)
+        if overwrite:
+            os.replace(staged, path)
+            return
+        try:
+            os.link(staged, path)
+        except FileExistsError:
+            raise OutputExists(
+                f"output {path} already exists; pass --overwrite to replace it"
+            ) from None
+        except OSError:  # a filesystem without hard links: check, then rename
+            if path.exists():
+                raise OutputExists(
+                    f"output {path} already exists; pass --overwrite to replace it"
+                ) from None
+            os.replace(staged, path)
+        else:
+            staged.unlink()
     except OSError as err:
         raise OutputNotWritable(f"cannot write output {path}: {err.strerror or err}") from None
 

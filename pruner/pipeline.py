@@ -171,10 +171,14 @@ def check_output(request: PruneRequest) -> None:
 
 
 def input_needs_fetching(request: PruneRequest) -> bool:
-    """Whether resolving the input does real work (download and/or decryption)."""
+    """Whether resolving the input does real work (download and/or decryption); a
+    local file that is missing, not a model, or encrypted without a key fails here."""
     location = storage.parse_uri(request.model)
     if isinstance(location, S3Object):
         return True
+    if request.key is None:
+        modelio.check_model_file(location.path)  # KeyRequired when encrypted
+        return False
     return modelio.inspect_model_file(location.path) == "age"
 
 

@@ -105,7 +105,7 @@ def test_defaults_are_taos() -> None:
         excluded_layers=(),
     )
     assert (request.key, request.dry_run, request.verify, request.safe_mode) == (
-        "",
+        None,
         False,
         False,
         True,
@@ -182,15 +182,15 @@ def test_not_a_model_is_invalid_model(tmp_path: Path, capsys: pytest.CaptureFixt
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fake.h5"]
 
 
-def test_key_on_a_plain_model_is_an_error(
+def test_key_on_a_plain_model_encrypts_the_output(
     model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    output = tmp_path / "pruned.keras"
-    code, _, err = prune(["-m", str(model_file), "-o", str(output), "-k", "secret"], capsys)
-    assert code == 2
-    assert "a key was given (-k) but model" in err and "is not encrypted" in err
-    assert "secret" not in err
-    assert not output.exists()
+    output = tmp_path / "pruned.keras.age"
+    code, out, err = prune(["-m", str(model_file), "-o", str(output), "-k", "secret"], capsys)
+    assert code == 0, err
+    assert output.read_bytes().startswith(b"age-encryption.org/v1\n")
+    assert "secret" not in out + err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [output.name]  # no plaintext beside it
 
 
 def test_encrypted_model_without_key_is_key_required(
@@ -200,8 +200,9 @@ def test_encrypted_model_without_key_is_key_required(
     encrypted.write_bytes(b"age-encryption.org/v1\n-> scrypt c2FsdA 18\n")
     code, _, err = prune(["-m", str(encrypted), "-o", str(tmp_path / "o.keras")], capsys)
     assert code == 7
-    assert (
-        err == f"prunejob: error: model file {encrypted} is age-encrypted; give its key with -k\n"
+    assert err == (
+        f"prunejob: error: model file {encrypted} is age-encrypted; give its key with "
+        "--key-file PATH or the PRUNEJOB_KEY environment variable (or -k)\n"
     )
 
 
