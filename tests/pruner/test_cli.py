@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from pruner.cli import parse_request, prune_main
+from pruner.keys import KEY_ENV
 from pruner.settings import PruneSettings
 
 pytestmark = pytest.mark.timeout(180)
@@ -94,7 +95,8 @@ def conv_layers(model: keras.Model) -> dict[str, int]:
 # ------------------------------------------------------------------ parsing (no model needed)
 
 
-def test_defaults_are_taos() -> None:
+def test_defaults_are_taos(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(KEY_ENV, raising=False)  # a key source besides -k and --key-file
     request = parse_request(["-m", "in.keras", "-o", "out.keras"], "prunejob prune")
     assert request.settings == PruneSettings(
         normalizer="max",
