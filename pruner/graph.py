@@ -76,8 +76,11 @@ class LayerRecord:
     def name(self) -> str:
         return self.path.rsplit("/", 1)[-1]
 
-    def weights(self) -> dict[str, np.ndarray]:
-        return {w.name: w.numpy() for w in getattr(self.op, "weights", [])}
+    def weight(self, name: str) -> np.ndarray:
+        for w in self.op.weights:
+            if w.name == name:
+                return w.numpy()
+        raise KeyError(f"layer '{self.path}' has no weight {name!r}")
 
 
 @dataclass

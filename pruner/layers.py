@@ -109,7 +109,7 @@ class LayerKind:
     def flow(self, g: ChannelGraph, rec: LayerRecord, call: Call) -> list[Layout]:
         raise NotImplementedError
 
-    def stat(self, rec: LayerRecord, weights: dict[str, np.ndarray]) -> np.ndarray | None:
+    def stat(self, rec: LayerRecord) -> np.ndarray | None:
         """Raw per-output-filter L2 norms (producers and depthwise layers only)."""
         return None
 
@@ -180,8 +180,8 @@ class Producer(LayerKind):
             g.pin(out, f"grouped convolution '{rec.path}'")
         return [out]
 
-    def stat(self, rec: LayerRecord, weights: dict[str, np.ndarray]) -> np.ndarray | None:
-        return filter_norms(weights["kernel"], self.filter_axis)
+    def stat(self, rec: LayerRecord) -> np.ndarray | None:
+        return filter_norms(rec.weight("kernel"), self.filter_axis)
 
     def rewrite_config(
         self, rec: LayerRecord, config: dict[str, Any], in_idx: np.ndarray, out_idx: np.ndarray
@@ -219,8 +219,8 @@ class SeparableConv(Producer):
             else (f"{weight}_initializer")
         )
 
-    def stat(self, rec: LayerRecord, weights: dict[str, np.ndarray]) -> np.ndarray | None:
-        return filter_norms(weights["pointwise_kernel"], -1)
+    def stat(self, rec: LayerRecord) -> np.ndarray | None:
+        return filter_norms(rec.weight("pointwise_kernel"), -1)
 
     def index_map(
         self, rec: LayerRecord, shapes: dict[str, Shape], in_idx: np.ndarray, out_idx: np.ndarray
@@ -261,8 +261,8 @@ class Depthwise(LayerKind):
             g.add_contribution(rec.path, layout)
         return [layout]
 
-    def stat(self, rec: LayerRecord, weights: dict[str, np.ndarray]) -> np.ndarray | None:
-        return filter_norms(weights["kernel"], -2)  # over kernel h, w and the multiplier
+    def stat(self, rec: LayerRecord) -> np.ndarray | None:
+        return filter_norms(rec.weight("kernel"), -2)  # over kernel h, w and the multiplier
 
 
 # --- layers that pass channels through ----------------------------------------------------

@@ -95,7 +95,7 @@ class PreparedModel:
         layer_stats: dict[str, np.ndarray] = {}
         for rec in records.values():
             if rec.kind.owns_filters:
-                raw = rec.kind.stat(rec, rec.weights())
+                raw = rec.kind.stat(rec)
                 if raw is not None:
                     layer_stats[rec.path] = normalize(raw, settings.normalizer)
         self.layer_stats = layer_stats
