@@ -92,14 +92,15 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         dest="model",
         required=True,
         metavar="MODEL",
-        help="model to prune (.keras or .h5)",
+        help="model to prune (.keras or .h5, plain or age-encrypted): a path or s3://bucket/key",
     )
     files.add_argument(
         "-o",
         "--output_file",
         dest="output",
         metavar="OUTPUT",
-        help="where the pruned model goes (.keras or .h5; its directory is created); "
+        help="where the pruned model goes: a path (its directory is created) or "
+        "s3://bucket/key ending in .keras or .h5 (+ .age when encrypted); "
         "required unless --dry-run",
     )
     files.add_argument(
