@@ -34,6 +34,7 @@ server-side apply, protobuf, version conversion of CRs, ``limit``/``continue`` p
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import copy
 import datetime
@@ -149,6 +150,17 @@ def _spec_part(obj: Mapping[str, Any], with_status: bool) -> dict[str, Any]:
     """What a generation tracks: everything but metadata (and status if it is a subresource)."""
     skipped = {"metadata", "status"} if with_status else {"metadata"}
     return {key: value for key, value in obj.items() if key not in skipped}
+
+
+def fold_string_data(secret: dict[str, Any]) -> None:
+    """A Secret's ``stringData`` is write-only: the API server merges it into ``data``
+    (base64) and never returns it, so it must not be stored as given either."""
+    string_data = secret.pop("stringData", None)
+    if string_data:
+        data = dict(secret.get("data") or {})
+        for key, value in string_data.items():
+            data[key] = base64.b64encode(str(value).encode()).decode()
+        secret["data"] = data
 
 
 def _owner_uids(obj: Mapping[str, Any]) -> set[str]:
@@ -678,6 +690,8 @@ class DevApiServer(kmock.KubernetesEmulator):
             obj.pop("status", None)
         if resource.key == ("", "namespaces"):
             obj["status"] = {"phase": "Active"}
+        elif resource.key == ("", "secrets"):
+            fold_string_data(obj)
         elif resource.key == ("", "pods"):
             spec = obj.setdefault("spec", {})
             spec.setdefault("restartPolicy", "Always")
@@ -825,6 +839,8 @@ class DevApiServer(kmock.KubernetesEmulator):
                 if not metadata["finalizers"]:
                     del metadata["finalizers"]
             new["metadata"] = metadata
+            if resource.key == ("", "secrets"):
+                fold_string_data(new)
         new["apiVersion"] = old["apiVersion"]
         new["kind"] = resource.kind
         new["metadata"] = {**new["metadata"], "resourceVersion": old["metadata"]["resourceVersion"]}

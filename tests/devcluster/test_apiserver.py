@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -281,6 +282,20 @@ def test_generate_name(core: kubernetes.client.CoreV1Api, namespace: str) -> Non
     body = {"metadata": {"generateName": "ev-"}, "involvedObject": {"name": "x"}}
     names = {core.create_namespaced_event(namespace, body).metadata.name for _ in range(3)}
     assert len(names) == 3 and all(n.startswith("ev-") and len(n) == 8 for n in names)
+
+
+def test_secret_string_data_is_stored_as_data(
+    core: kubernetes.client.CoreV1Api, namespace: str
+) -> None:
+    created = core.create_namespaced_secret(
+        namespace,
+        {"metadata": {"name": "s"}, "stringData": {"key": "pass phrase"}, "data": {"a": "YQ=="}},
+    )
+    assert created.string_data is None
+    assert created.data == {"key": base64.b64encode(b"pass phrase").decode(), "a": "YQ=="}
+    core.patch_namespaced_secret("s", namespace, {"stringData": {"a": "b"}})
+    read = core.read_namespaced_secret("s", namespace)
+    assert read.string_data is None and read.data["a"] == base64.b64encode(b"b").decode()
 
 
 def test_owner_references_are_garbage_collected(
