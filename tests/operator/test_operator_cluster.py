@@ -3,7 +3,7 @@ the test plays the Job controller/kubelet by writing Pod and Job status.
 
 Covers the controller's state machine: Job per generation, identical re-apply,
 delete, restarts at each point, the concurrency cap, Kueue, InvalidSpec, secrets,
-metrics and liveness. Worker-driven reasons are in test_operator_worker.py.
+metrics and liveness. Worker-driven reasons, with real workers, are in test_real_worker.py.
 """
 
 from __future__ import annotations
