@@ -7,7 +7,8 @@ results), and `build_status()` folds that into the previous status so a conditio
 
 Reason codes (status.reason, the conditions' reason, Event reason):
 - Pending: Creating, Queued, Starting, SecretNotFound, ImagePullBackOff, Unschedulable
-- Running: Running, Retrying, Finishing
+- Running: Running, Retrying, Failing (the worker failed for good; the Job follows),
+  Finishing
 - Succeeded: Succeeded
 - Failed: the worker's reason (pruner.errors: ModelNotFound, DecryptionFailed,
   UnsupportedLayer, AccessDenied, ...), DeadlineExceeded, BackoffLimitExceeded,
@@ -356,6 +357,15 @@ def derive(
             start_time=job.start_time or latest.start_time,
         )
     if latest.phase == "Failed":
+        worker = _worker_failure(latest)
+        if worker is not None and worker[0] in PERMANENT_REASONS:
+            # The Job's podFailurePolicy fails it on this exit code; it has not yet.
+            return dataclasses.replace(
+                base,
+                phase="Running",
+                reason="Failing",
+                message=f"the worker failed, no retry: {worker[0]}: {worker[1]}",
+            )
         return dataclasses.replace(
             base,
             phase="Running",
@@ -462,6 +472,6 @@ def transition_event(previous: PruneJobStatus, new: PruneJobStatus) -> EventSpec
     message = new.message or ""
     if new.phase == "Failed" or reason in BLOCKED_REASONS or reason == "Retrying":
         return EventSpec("Warning", reason, message)
-    if reason in ("Creating", "Starting", "Finishing"):
+    if reason in ("Creating", "Starting", "Finishing", "Failing"):
         return None  # routine steps; creating the Job posts its own Event
     return EventSpec("Normal", reason, message)

@@ -221,6 +221,7 @@ def test_permanent_worker_failures_fail_at_once_with_the_workers_reason(
     stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
     assert (stalled["status"], stalled["reason"]) == ("True", reason)
     assert_failed_event(kube, ns, reason, status["message"])
+    assert "Retrying" not in event_reasons(kube, ns)  # no retry was ever going to happen
     # podFailurePolicy: a retry cannot fix these, so the Job failed after one pod.
     (job,) = kube.items(JOBS, ns)
     failed = next(c for c in job["status"]["conditions"] if c["type"] == "Failed")

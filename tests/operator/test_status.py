@@ -237,6 +237,19 @@ def test_failed_attempt_with_retries_left_is_retrying() -> None:
     assert (seen.phase, seen.reason) == ("Running", "Retrying")
 
 
+@pytest.mark.parametrize("error", [errors.ModelNotFound, errors.DecryptionFailed])
+def test_permanent_failure_before_the_job_fails_is_failing_not_retrying(
+    error: type[errors.PrunejobError],
+) -> None:
+    message = failure_message(error.reason, "no use retrying")
+    pod = pod_body(phase="Failed", state=terminated(error.exit_code, message))
+    seen = observe(job_body(active=0), [pod])
+    assert (seen.phase, seen.reason) == ("Running", "Failing")
+    assert seen.message == f"the worker failed, no retry: {error.reason}: no use retrying"
+    status = build_status(models.PruneJobStatus(), seen, "t1")
+    assert transition_event(models.PruneJobStatus(), status) is None  # the Failed one follows
+
+
 def test_invalid_spec_is_failed_and_stalled() -> None:
     status = build_status(models.PruneJobStatus(), invalid_spec(4, "spec.gpus: bad"), "now")
     assert (status.phase, status.reason, status.observed_generation) == ("Failed", "InvalidSpec", 4)
