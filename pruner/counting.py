@@ -67,5 +67,5 @@ def graph_totals(graph: ChannelGraph, kept: KeptByRoot) -> dict[str, int]:
         params += sum(sizes.values())
         per_position = sum(sizes.get(name, 0) for name in rec.kind.mac_weights)
         if per_position:
-            macs += per_position * sum(rec.kind.positions(call) for call in rec.calls)
+            macs += per_position * sum(rec.kind.positions(rec, call) for call in rec.calls)
     return {"params": params, "flops": 2 * macs}

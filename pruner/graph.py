@@ -35,10 +35,12 @@ Shape = tuple[int | None, ...]
 @dataclass(frozen=True)
 class Piece:
     """A run of channels: `segments` are source ids in channel order. `repeat` > 1 after a
-    Flatten of a channels-last tensor: flat index = position * channels + channel."""
+    Flatten: flat index = position * channels + channel (channels-last order), or
+    channel * positions + position when `channel_major` (a channels_first tensor)."""
 
     segments: tuple[int, ...]
     repeat: int = 1
+    channel_major: bool = False
 
 
 Layout = tuple[Piece, ...]
@@ -71,6 +73,10 @@ class LayerRecord:
     excluded: bool
     calls: list[Call] = field(default_factory=list)
     source: int | None = None  # for producers: the source of their output channels
+    channels_first: bool = False  # the model's data format
+
+    def channel_axis(self, rank: int) -> int:
+        return channel_axis(self.channels_first, rank)
 
     @property
     def name(self) -> str:
@@ -117,6 +123,7 @@ class ChannelGraph:
     def __init__(self, model: keras.Model, config: dict[str, Any], excluded: Iterable[str]):
         self.model = model
         self.config = config
+        self.channels_first = model_data_format(config) == "channels_first"
         self.excluded = frozenset(excluded)
         self.sources: list[Source] = []
         self._parent: list[int] = []
@@ -181,7 +188,10 @@ class ChannelGraph:
 
     # --- layouts --------------------------------------------------------------------
     def segment_sizes(self, layout: Layout) -> list[tuple[int, tuple[int, ...]]]:
-        return [(p.repeat, tuple(self.sources[s].size for s in p.segments)) for p in layout]
+        return [
+            (p.repeat, p.channel_major, tuple(self.sources[s].size for s in p.segments))
+            for p in layout
+        ]
 
     def size(self, layout: Layout) -> int:
         return sum(p.repeat * sum(self.sources[s].size for s in p.segments) for p in layout)
@@ -197,7 +207,9 @@ class ChannelGraph:
                 block.append(kept_by_root[self.find(sid)] + width)
                 width += self.sources[sid].size
             kept = np.concatenate(block) if block else np.zeros(0, dtype=np.int64)
-            if piece.repeat > 1:
+            if piece.repeat > 1 and piece.channel_major:
+                kept = (kept[:, None] * piece.repeat + np.arange(piece.repeat)[None, :]).ravel()
+            elif piece.repeat > 1:
                 kept = (np.arange(piece.repeat)[:, None] * width + kept[None, :]).ravel()
             parts.append(kept + offset)
             offset += width * piece.repeat
@@ -247,11 +259,46 @@ def concat_layouts(layouts: Sequence[Layout]) -> Layout:
     return tuple(pieces)
 
 
-def flatten_layout(layout: Layout, positions: int) -> Layout:
+def flatten_layout(layout: Layout, positions: int, channel_major: bool = False) -> Layout:
     if any(p.repeat != 1 for p in layout) or positions == 1:
         return layout
     segments = tuple(s for p in layout for s in p.segments)
-    return (Piece(segments, positions),)
+    return (Piece(segments, positions, channel_major),)
+
+
+def channel_axis(channels_first: bool, rank: int) -> int:
+    """The (positive) channel axis of a tensor of this rank, batch axis included."""
+    return 1 if channels_first and rank >= 3 else rank - 1
+
+
+def channel_count(channels_first: bool, shape: Shape) -> int:
+    return shape[channel_axis(channels_first, len(shape))] or 0
+
+
+def model_data_format(config: Any) -> str:
+    """channels_first when the model's layers say so; mixing both is an error. Flatten's
+    data_format means something else (the order to flatten in) and does not count."""
+    formats: set[str] = set()
+
+    def scan(value: Any) -> None:
+        if isinstance(value, dict):
+            inner = value.get("config")
+            fmt = inner.get("data_format") if isinstance(inner, dict) else None
+            if value.get("class_name") != "Flatten" and fmt in ("channels_first", "channels_last"):
+                formats.add(fmt)
+            for item in value.values():
+                scan(item)
+        elif isinstance(value, list):
+            for item in value:
+                scan(item)
+
+    scan(config.get("layers", []))
+    if len(formats) > 1:
+        raise UnsupportedLayer(
+            "the model mixes channels_first and channels_last layers; only one data format "
+            "per model is supported"
+        )
+    return formats.pop() if formats else "channels_last"
 
 
 # --- the walk ---------------------------------------------------------------------------
@@ -325,6 +372,7 @@ class _Walker:
             name = path.rsplit("/", 1)[-1]
             excluded = path in self.graph.excluded or name in self.graph.excluded
             rec = LayerRecord(path, class_name, kind, op, entry["config"], excluded)
+            rec.channels_first = self.graph.channels_first
             kind.check(rec)
             self.graph.records[path] = rec
         return rec
@@ -411,7 +459,8 @@ class _Walker:
         rec = self.record(prefix + name, "InputLayer", ops.get(name), entry)
         shape = _shape(entry["config"]["batch_shape"])
         if bound is None:
-            layout = self.graph.new_source(shape[-1] or 0, pin="model input")
+            size = channel_count(self.graph.channels_first, shape)
+            layout = self.graph.new_source(size, pin="model input")
             rec.calls.append(Call([], [shape], [layout], [shape]))
         else:
             index = input_names.index(name) if name in input_names else 0

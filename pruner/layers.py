@@ -21,6 +21,7 @@ from pruner.graph import (
     Layout,
     Piece,
     Shape,
+    channel_count,
     concat_layouts,
     flatten_layout,
     iter_keras_tensors,
@@ -69,13 +70,18 @@ def _rank(shape: Shape) -> int:
     return len(shape)
 
 
-def _is_channel_axis(axis: int, rank: int) -> bool:
-    return axis in (-1, rank - 1)
+def _is_channel_axis(rec: LayerRecord, axis: int, rank: int) -> bool:
+    return axis % rank == rec.channel_axis(rank)
 
 
-def _positions(shape: Shape) -> int:
-    """Spatial positions of a channels-last tensor (unknown sizes count as 1)."""
-    return math.prod(d or 1 for d in shape[1:-1])
+def _positions(rec: LayerRecord, shape: Shape) -> int:
+    """Spatial positions of a tensor: all but the batch and channel axes (unknown = 1)."""
+    skip = (0, rec.channel_axis(len(shape)))
+    return math.prod(d or 1 for i, d in enumerate(shape) if i not in skip)
+
+
+def _fixed_output(g: ChannelGraph, rec: LayerRecord, shape: Shape) -> Layout:
+    return g.new_source(channel_count(rec.channels_first, shape), pin=f"output of '{rec.path}'")
 
 
 class LayerKind:
@@ -92,11 +98,6 @@ class LayerKind:
 
     def check(self, rec: LayerRecord) -> None:
         """Static validation once per layer; raise UnsupportedLayer."""
-        if rec.config.get("data_format") == "channels_first":
-            raise UnsupportedLayer(
-                f"layer '{rec.path}' ({rec.class_name}) uses data_format=channels_first; "
-                "only channels_last models are supported"
-            )
         roles = self.weight_roles
         if roles:
             unknown = sorted({w.name for w in getattr(rec.op, "weights", [])} - set(roles))
@@ -135,8 +136,8 @@ class LayerKind:
     ) -> None:
         """Rewrite the layer's config in place for the pruned channel counts."""
 
-    def positions(self, call: Call) -> int:
-        return _positions(call.out_shapes[0]) if call.out_shapes else 1
+    def positions(self, rec: LayerRecord, call: Call) -> int:
+        return _positions(rec, call.out_shapes[0]) if call.out_shapes else 1
 
 
 def _single_input(rec: LayerRecord, call: Call) -> Layout:
@@ -170,6 +171,11 @@ class Producer(LayerKind):
 
     def flow(self, g: ChannelGraph, rec: LayerRecord, call: Call) -> list[Layout]:
         layout_in = _single_input(rec, call)
+        if rec.channels_first and "units" in rec.config and _rank(call.in_shapes[0]) > 2:
+            raise UnsupportedLayer(
+                f"Dense '{rec.path}' acts on the last axis of a channels_first tensor; "
+                "only Dense layers on (batch, features) inputs are supported there"
+            )
         if rec.source is None:
             out = g.new_source(int(rec.config[self.count_key(rec)]), owner=rec.path)
             rec.source = out[0].segments[0]
@@ -196,8 +202,8 @@ class TransposedConv(Producer):
     weight_roles: ClassVar[Roles] = {"kernel": {-2: OUT, -1: IN}, "bias": {-1: OUT}}
     filter_axis = -2
 
-    def positions(self, call: Call) -> int:
-        return _positions(call.in_shapes[0])
+    def positions(self, rec: LayerRecord, call: Call) -> int:
+        return _positions(rec, call.in_shapes[0])
 
 
 @register("SeparableConv1D", "SeparableConv2D")
@@ -297,9 +303,10 @@ class InputKind(PassThrough):
     def rewrite_config(
         self, rec: LayerRecord, config: dict[str, Any], in_idx: np.ndarray, out_idx: np.ndarray
     ) -> None:
-        shape = config.get("batch_shape")
+        shape = list(config.get("batch_shape") or [])
         if shape:
-            config["batch_shape"] = [*list(shape)[:-1], len(out_idx)]
+            shape[rec.channel_axis(len(shape))] = len(out_idx)
+            config["batch_shape"] = shape
 
 
 class ChannelWise(PassThrough):
@@ -332,7 +339,7 @@ class BatchNorm(ChannelWise):
     def channel_axis_ok(self, rec: LayerRecord, rank: int) -> bool:
         axis = rec.config.get("axis", -1)
         axes = axis if isinstance(axis, list | tuple) else [axis]
-        return len(axes) == 1 and _is_channel_axis(int(axes[0]), rank)
+        return len(axes) == 1 and _is_channel_axis(rec, int(axes[0]), rank)
 
 
 @register("LayerNormalization")
@@ -351,7 +358,12 @@ class LayerNorm(ChannelWise):
         if not rec.calls:
             return {}
         rank = _rank(rec.calls[0].in_shapes[0])
-        return self.weight_roles if rank - 1 in self._axes(rec, rank) else {}
+        axes = sorted(self._axes(rec, rank))
+        channel = rec.channel_axis(rank)
+        if channel not in axes:
+            return {}
+        position = axes.index(channel)  # gamma/beta span the normalized axes, in order
+        return {"gamma": {position: IN}, "beta": {position: IN}}
 
 
 @register("GroupNormalization")
@@ -363,7 +375,7 @@ class GroupNorm(ChannelWise):
     masked_weights = frozenset({"gamma", "beta"})
 
     def channel_axis_ok(self, rec: LayerRecord, rank: int) -> bool:
-        return _is_channel_axis(int(rec.config.get("axis", -1)), rank)
+        return _is_channel_axis(rec, int(rec.config.get("axis", -1)), rank)
 
     def flow(self, g: ChannelGraph, rec: LayerRecord, call: Call) -> list[Layout]:
         (layout,) = super().flow(g, rec, call)
@@ -379,7 +391,10 @@ class PReLUKind(ChannelWise):
 
     def roles(self, rec: LayerRecord) -> Roles:
         alpha = [w for w in rec.op.weights if w.name == "alpha"]
-        return self.weight_roles if alpha and alpha[0].shape[-1] != 1 else {}
+        if not alpha or not rec.calls:
+            return {}
+        axis = rec.channel_axis(_rank(rec.calls[0].in_shapes[0])) - 1  # alpha has no batch
+        return {"alpha": {axis: IN}} if alpha[0].shape[axis] != 1 else {}
 
 
 @register("Normalization")
@@ -394,7 +409,7 @@ class NormalizationKind(ChannelWise):
         if axis is None:
             return True  # one scalar mean/variance
         axes = [int(a) % rank for a in (axis if isinstance(axis, list | tuple) else [axis])]
-        return axes == [rank - 1]
+        return axes == [rec.channel_axis(rank)]
 
     def roles(self, rec: LayerRecord) -> Roles:
         if rec.config.get("axis", -1) is None:
@@ -458,7 +473,7 @@ class ConcatenateKind(LayerKind):
 
     def flow(self, g: ChannelGraph, rec: LayerRecord, call: Call) -> list[Layout]:
         rank = _rank(call.in_shapes[0])
-        if _is_channel_axis(int(rec.config.get("axis", -1)), rank):
+        if _is_channel_axis(rec, int(rec.config.get("axis", -1)), rank):
             return [concat_layouts(call.in_layouts)]
         g.unify(call.in_layouts, f"concatenation '{rec.path}'")
         return [call.in_layouts[0]]
@@ -467,16 +482,23 @@ class ConcatenateKind(LayerKind):
 # --- shape changes ------------------------------------------------------------------------
 @register("Flatten")
 class FlattenKind(LayerKind):
-    """Channels-last flatten: kept flat indices are the kept channels tiled per position."""
+    """Channels-last tensors: kept flat indices are the kept channels tiled per position.
+    Channels_first tensors: each kept channel repeated over the positions, unless the
+    Flatten says data_format=channels_first (Keras then flattens in channels-last order)."""
 
     def flow(self, g: ChannelGraph, rec: LayerRecord, call: Call) -> list[Layout]:
         layout = _single_input(rec, call)
         shape = call.in_shapes[0]
         if _rank(shape) <= 2:
             return [layout]
-        if any(d is None for d in shape[1:-1]):
+        if any(d is None for d in shape[1:]):
             raise UnsupportedLayer(f"Flatten '{rec.path}' has unknown spatial size {shape}")
-        return [flatten_layout(layout, _positions(shape))]
+        transposes = rec.config.get("data_format") == "channels_first"
+        if transposes and not rec.channels_first:  # moves axis 1 of a channels-last tensor
+            g.require_unpruned(rec, layout, "reorders channels-last data")
+            return [_fixed_output(g, rec, call.out_shapes[0])]
+        channel_major = rec.channels_first and not transposes
+        return [flatten_layout(layout, _positions(rec, shape), channel_major)]
 
 
 @register("Reshape")
@@ -486,9 +508,11 @@ class ReshapeKind(LayerKind):
     (H, W, C) -> (H*W, C)). A reshape to one axis acts as a Flatten. Anything else needs
     unpruned input (or the Reshape excluded with -el)."""
 
-    def mode(self, call: Call) -> str:
+    def mode(self, rec: LayerRecord, call: Call) -> str:
         src, dst = call.in_shapes[0], call.out_shapes[0]
-        if src[-1] is not None and src[-1] == dst[-1]:
+        # channels_first keeps the channel at axis 1 (the outermost) in every rank
+        axis = 1 if rec.channels_first else -1
+        if src[axis] is not None and src[axis] == dst[axis]:
             return "channels"
         if len(dst) == 2 and len(src) > 2 and all(d is not None for d in src[1:]):
             return "flatten"
@@ -496,23 +520,28 @@ class ReshapeKind(LayerKind):
 
     def flow(self, g: ChannelGraph, rec: LayerRecord, call: Call) -> list[Layout]:
         layout = _single_input(rec, call)
-        mode = self.mode(call)
+        mode = self.mode(rec, call)
         if mode == "channels":
             return [layout]
         if mode == "flatten":
-            return [flatten_layout(layout, _positions(call.in_shapes[0]))]
+            positions = _positions(rec, call.in_shapes[0])
+            return [flatten_layout(layout, positions, rec.channels_first)]
         g.require_unpruned(rec, layout, "moves the channel axis")
-        return [g.new_source(call.out_shapes[0][-1] or 0, pin=f"output of '{rec.path}'")]
+        return [_fixed_output(g, rec, call.out_shapes[0])]
 
     def rewrite_config(
         self, rec: LayerRecord, config: dict[str, Any], in_idx: np.ndarray, out_idx: np.ndarray
     ) -> None:
-        if self.mode(rec.calls[0]) == "opaque":
+        mode = self.mode(rec, rec.calls[0])
+        if mode == "opaque":
             return
-        key = "target_shape" if "target_shape" in config else "newshape"
+        key = "target_shape" if "target_shape" in config else "newshape"  # layer / keras.ops
         target = list(config[key])
-        if target and target[-1] != -1:
-            target[-1] = len(out_idx)
+        index = -1
+        if mode == "channels" and rec.channels_first and len(target) > 1:
+            index = 0 if key == "target_shape" else 1  # newshape includes the batch axis
+        if target and target[index] != -1:
+            target[index] = len(out_idx)
         config[key] = target
 
 
@@ -520,11 +549,12 @@ class ReshapeKind(LayerKind):
 class PermuteKind(LayerKind):
     def flow(self, g: ChannelGraph, rec: LayerRecord, call: Call) -> list[Layout]:
         layout = _single_input(rec, call)
-        dims = list(rec.config["dims"])
-        if dims[-1] == len(dims):  # the channel axis stays last
+        dims = list(rec.config["dims"])  # 1-based, batch excluded
+        channel = rec.channel_axis(len(dims) + 1)
+        if dims[channel - 1] == channel:  # the channel axis stays where it was
             return [layout]
         g.require_unpruned(rec, layout, "moves the channel axis")
-        return [g.new_source(call.out_shapes[0][-1] or 0, pin=f"output of '{rec.path}'")]
+        return [_fixed_output(g, rec, call.out_shapes[0])]
 
 
 # --- opaque layers ------------------------------------------------------------------------
@@ -543,9 +573,7 @@ class LambdaKind(LayerKind):
     def flow(self, g: ChannelGraph, rec: LayerRecord, call: Call) -> list[Layout]:
         for layout in call.in_layouts:
             g.pin(layout, f"input of excluded layer '{rec.path}'")
-        return [
-            g.new_source(shape[-1] or 0, pin=f"output of '{rec.path}'") for shape in call.out_shapes
-        ]
+        return [_fixed_output(g, rec, shape) for shape in call.out_shapes]
 
 
 @register("Embedding")

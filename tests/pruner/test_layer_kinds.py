@@ -480,3 +480,54 @@ def test_subclassed_model_is_invalid() -> None:
     model(np.zeros((1, 3), dtype="float32"))
     with pytest.raises(InvalidModel, match="subclassed"):
         prepare(model, TINY)
+
+
+# --- channels_first (TAO's default layout; TensorFlow cannot run it on CPU, so the
+# checks compare sliced weights with indices worked out by hand) --------------------------
+@pytest.mark.parametrize("flatten_format", ["channels_last", "channels_first"])
+def test_channels_first_model_slices_by_hand(flatten_format: str) -> None:
+    cf = "channels_first"
+    inp = keras.Input((3, 6, 6))
+    x = layers.Conv2D(8, 3, padding="same", data_format=cf, name="c1")(inp)
+    x = layers.BatchNormalization(axis=1, name="bn")(x)
+    x = layers.ReLU()(x)
+    a = layers.Conv2D(4, 1, data_format=cf, name="c2")(x)
+    b = layers.Conv2D(4, 1, data_format=cf, name="c3")(x)
+    x = layers.Add()([a, b])
+    x = layers.MaxPooling2D(data_format=cf)(x)  # 4 x 3 x 3
+    x = layers.Flatten(data_format=flatten_format)(x)
+    x = layers.Dense(5, name="fc")(x)
+    model = keras.Model(inp, layers.Dense(2, name="out")(x))
+    randomize_weights(model)
+    zero_filters(model, {"c1": [1, 6], "c2": [2], "c3": [2], "fc": [0]})
+    prepared = prepare(model, TINY)
+    plan = prepared.plan()
+    kept = {lp.name: lp.kept for lp in plan.layers}
+    kept1, kept2 = all_but(8, [1, 6]), all_but(4, [2])
+    assert kept == {"c1": kept1, "c2": kept2, "c3": kept2, "fc": all_but(5, [0]),
+                    "out": [0, 1]}  # fmt: skip
+    pruned = apply_plan(model, plan)
+
+    def weight(m: keras.Model, layer: str, i: int = 0) -> np.ndarray:
+        return m.get_layer(layer).weights[i].numpy()
+
+    np.testing.assert_array_equal(weight(pruned, "c1"), weight(model, "c1")[..., kept1])
+    np.testing.assert_array_equal(weight(pruned, "bn"), weight(model, "bn")[kept1])
+    np.testing.assert_array_equal(
+        weight(pruned, "c2"), weight(model, "c2")[:, :, kept1][..., kept2]
+    )
+    if flatten_format == "channels_last":  # NCHW flattened as is: channel-major
+        rows = [c * 9 + p for c in kept2 for p in range(9)]
+    else:  # Keras moves the channels last before flattening
+        rows = [p * 4 + c for p in range(9) for c in kept2]
+    np.testing.assert_array_equal(weight(pruned, "fc"), weight(model, "fc")[rows][:, 1:])
+    assert prepared.totals(plan)["params"]["after"] == count_params(pruned)
+    assert prepared.totals(plan)["flops"]["after"] == count_flops(pruned)
+
+
+def test_mixed_data_formats_are_rejected() -> None:
+    inp = keras.Input((3, 6, 6))
+    x = layers.Conv2D(4, 1, data_format="channels_first", name="c1")(inp)
+    x = layers.Conv2D(4, 1, data_format="channels_last", name="c2")(x)
+    with pytest.raises(UnsupportedLayer, match="mixes channels_first and channels_last"):
+        prepare(keras.Model(inp, x), TINY)
