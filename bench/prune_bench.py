@@ -88,7 +88,10 @@ def worker_prune(path: Path, output: Path, threshold: float) -> dict[str, Any]:
         importlib.import_module(module)
 
     request = PruneRequest(
-        model=str(path), output=str(output), settings=PruneSettings(threshold=threshold)
+        model=str(path),
+        output=str(output),
+        settings=PruneSettings(threshold=threshold),
+        overwrite=True,  # --repeat writes the same output again
     )
     start = time.perf_counter()
     report = run_prune(request, Progress("bench", quiet=True))
