@@ -32,7 +32,7 @@ BUCKET = "prunejob-demo"
 MODEL_KEY = "models/demo-resnet.keras.age"
 KEY_SECRET = "demo-model-key"
 S3_SECRET = "demo-s3-credentials"
-DEFAULT_THRESHOLDS = (0.1, 0.3, 0.5)
+DEFAULT_THRESHOLDS = (0.2, 0.4, 0.6)
 DEMO_IMAGE = "prunejob-worker:demo"  # the pod runner runs the command, not the image
 # Not a secret: the demo's models are toy models, and users decrypt the results with it.
 DEMO_KEY = "prunejob-demo-passphrase"
@@ -142,7 +142,11 @@ def s3_server(endpoint: str | None, progress: Progress) -> Iterator[str]:
         progress(f"using S3 at {endpoint}")
         yield endpoint
         return
+    import logging
+
     from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -246,7 +250,8 @@ def prunejob_manifest(name: str, model_uri: str, threshold: float, endpoint: str
                 "region": "us-east-1",
                 "credentialsSecretRef": {"name": S3_SECRET},
             },
-            "pruning": {"threshold": threshold, "granularity": 8, "minNumFilters": 8},
+            # A small model: granularity 4 so that each threshold step shows.
+            "pruning": {"threshold": threshold, "granularity": 4, "minNumFilters": 8},
             "overwrite": True,
             "backoffLimit": 0,
             "activeDeadlineSeconds": 600,
@@ -285,7 +290,8 @@ def wait_for_prunejobs(
             status = obj.get("status") or {}
             statuses[name] = status
             phase = status.get("phase", "-")
-            label = phase + (f" ({status['reason']})" if status.get("reason") else "")
+            reason = status.get("reason")
+            label = phase + (f" ({reason})" if reason and reason != phase else "")
             if seen.get(name) != label:
                 seen[name] = label
                 progress(f"prunejob/{name}: {label}")
@@ -316,9 +322,8 @@ def summary_table(statuses: dict[str, dict], thresholds: dict[str, float]) -> st
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows
-    )
+    lines = ("   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def check_outcome(statuses: dict[str, dict], thresholds: dict[str, float]) -> list[str]:
@@ -375,7 +380,7 @@ def run_demo(args: argparse.Namespace, progress: Progress) -> int:
         statuses = wait_for_prunejobs(custom, list(thresholds), args.timeout, progress)
 
         print(summary_table(statuses, thresholds))
-        first = next(iter(statuses))
+        first = sorted(statuses, key=lambda name: thresholds[name])[len(statuses) // 2]
         print(f"\nstatus of prunejob/{first}:")
         print(yaml.safe_dump(statuses[first], sort_keys=False, width=100), end="")
         print("\npruned models (age-encrypted with the demo key):")
