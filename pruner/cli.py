@@ -107,7 +107,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "-k",
         "--key",
         dest="key",
-        default=None,  # None = not given; an explicitly empty key is an error
+        default=None,
         metavar="KEY",
         help="passphrase (age): decrypts an encrypted model and encrypts the output; "
         f"visible in the process list, so prefer --key-file or {KEY_ENV}",
@@ -250,7 +250,8 @@ def parse_request(argv: Sequence[str], prog: str) -> PruneRequest:
         model=args.model,
         output=args.output,
         settings=settings,
-        key=resolve_key(args.key, args.key_file),
+        # `-k ""` is TAO's "no key" (its default), so --key-file / PRUNEJOB_KEY still apply.
+        key=resolve_key(args.key or None, args.key_file),
         target_ratio=args.target_ratio,
         report=args.report,
         dry_run=args.dry_run,

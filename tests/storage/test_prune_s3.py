@@ -29,7 +29,7 @@ if _ROOT not in sys.path:  # tests.pruner.builders, with --import-mode=importlib
 import keras  # noqa: E402
 
 from pruner import age, artifacts  # noqa: E402
-from pruner.cli import prune_main  # noqa: E402
+from pruner.cli import parse_request, prune_main  # noqa: E402
 from pruner.termination import decode_message  # noqa: E402
 from tests.pruner.builders import randomize_weights, small_vgg, zero_filters  # noqa: E402
 
@@ -317,3 +317,18 @@ def test_sigterm_cleans_up_and_reports_interrupted(
     check_failure(log, "Interrupted")
     assert list(scratch.iterdir()) == []
     assert s3.object_keys() == ["in/vgg.keras.age"]
+
+
+def test_key_sources_in_order_and_never_in_a_request_repr(tmp_path: Path, monkeypatch) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text("from the file\n")
+    base = ["-m", "s3://b/in/m.keras.age", "-o", "s3://b/out/m.keras.age"]
+    monkeypatch.setenv("PRUNEJOB_KEY", KEY)
+    from_env = parse_request([*base, "-k", ""], "prunejob prune")  # TAO's "no key"
+    assert from_env.key == KEY
+    assert KEY not in repr(from_env)
+    assert parse_request([*base, "--key-file", str(key_file)], "p").key == "from the file"
+    both = [*base, "-k", "on the command line", "--key-file", str(key_file)]
+    assert parse_request(both, "p").key == "on the command line"
+    monkeypatch.delenv("PRUNEJOB_KEY")
+    assert parse_request(base, "p").key is None
