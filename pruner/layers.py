@@ -17,6 +17,7 @@ from pruner.errors import UnsupportedLayer
 from pruner.graph import (
     Call,
     ChannelGraph,
+    GroupCheck,
     LayerRecord,
     Layout,
     Piece,
@@ -219,11 +220,8 @@ class SeparableConv(Producer):
     mac_weights = ("depthwise_kernel", "pointwise_kernel")
 
     def initializer_key(self, weight: str) -> str:
-        return (
-            weight.replace("_kernel", "") + "_initializer"
-            if "kernel" in weight
-            else (f"{weight}_initializer")
-        )
+        # depthwise_kernel -> depthwise_initializer, pointwise_kernel -> pointwise_initializer
+        return weight.removesuffix("_kernel") + "_initializer"
 
     def stat(self, rec: LayerRecord) -> np.ndarray | None:
         return filter_norms(rec.weight("pointwise_kernel"), -1)
@@ -379,8 +377,6 @@ class GroupNorm(ChannelWise):
 
     def flow(self, g: ChannelGraph, rec: LayerRecord, call: Call) -> list[Layout]:
         (layout,) = super().flow(g, rec, call)
-        from pruner.graph import GroupCheck
-
         g.group_checks.append(GroupCheck(rec, layout, int(rec.config.get("groups", 32))))
         return [layout]
 
@@ -402,7 +398,6 @@ class NormalizationKind(ChannelWise):
     """Preprocessing Normalization over the channel axis: mean/variance per channel."""
 
     weight_roles: ClassVar[Roles] = {"mean": {-1: IN}, "variance": {-1: IN}, "count": {}}
-    mask_role = IN
 
     def channel_axis_ok(self, rec: LayerRecord, rank: int) -> bool:
         axis = rec.config.get("axis", -1)
