@@ -68,6 +68,7 @@ class JobSummary:
     start_time: str | None = None
     completion_time: str | None = None
     failed_pods: int = 0
+    backoff_limit: int = 6  # Kubernetes' default
 
     @property
     def finished(self) -> bool:
@@ -132,6 +133,7 @@ def summarize_job(body: dict[str, Any]) -> JobSummary | None:
         start_time=status.get("startTime"),
         completion_time=completion_time,
         failed_pods=int(status.get("failed") or 0),
+        backoff_limit=int(spec.get("backoffLimit", 6)),
     )
 
 
@@ -357,14 +359,23 @@ def derive(
             start_time=job.start_time or latest.start_time,
         )
     if latest.phase == "Failed":
+        # The Job fails next (podFailurePolicy, or no retries left) but has not yet.
         worker = _worker_failure(latest)
         if worker is not None and worker[0] in PERMANENT_REASONS:
-            # The Job's podFailurePolicy fails it on this exit code; it has not yet.
             return dataclasses.replace(
                 base,
                 phase="Running",
                 reason="Failing",
                 message=f"the worker failed, no retry: {worker[0]}: {worker[1]}",
+            )
+        attempts = sum(1 for pod in pods if pod.phase == "Failed")
+        if attempts > job.backoff_limit:
+            return dataclasses.replace(
+                base,
+                phase="Running",
+                reason="Failing",
+                message=f"{attempts} attempt(s) failed, no retries left: "
+                f"{_pod_failure_text(latest)}",
             )
         return dataclasses.replace(
             base,

@@ -250,6 +250,20 @@ def test_permanent_failure_before_the_job_fails_is_failing_not_retrying(
     assert transition_event(models.PruneJobStatus(), status) is None  # the Failed one follows
 
 
+def test_last_allowed_attempt_failed_is_failing_not_retrying() -> None:
+    message = failure_message("EndpointUnreachable", "cannot reach S3")
+    job = job_body(active=0)
+    job["spec"]["backoffLimit"] = 1
+    first = pod_body("pj-g2-aaaaa", phase="Failed", state=terminated(10, message))
+    second = pod_body(
+        "pj-g2-bbbbb", phase="Failed", state=terminated(10, message), created="2025-01-01T00:01:00Z"
+    )
+    assert observe(job, [first]).reason == "Retrying"
+    seen = observe(job, [first, second])
+    assert (seen.phase, seen.reason) == ("Running", "Failing")
+    assert seen.message.startswith("2 attempt(s) failed, no retries left: EndpointUnreachable")
+
+
 def test_invalid_spec_is_failed_and_stalled() -> None:
     status = build_status(models.PruneJobStatus(), invalid_spec(4, "spec.gpus: bad"), "now")
     assert (status.phase, status.reason, status.observed_generation) == ("Failed", "InvalidSpec", 4)
