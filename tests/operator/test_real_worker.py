@@ -254,7 +254,8 @@ def test_retryable_failure_exhausts_the_backoff_limit(world: World, launched: di
 @pytest.mark.parametrize(
     ("ns", "reason", "in_message"),
     [
-        ("bad-image", "ImagePullBackOff", 'Back-off pulling image "invalid.example/'),
+        # ErrImagePull first, then ImagePullBackOff: both name the image.
+        ("bad-image", "ImagePullBackOff", '"invalid.example/prunejob-worker:0.1.0"'),
         ("too-many-gpus", "Unschedulable", "Insufficient nvidia.com/gpu"),
         ("no-such-node", "Unschedulable", "didn't match Pod's node affinity/selector"),
     ],
