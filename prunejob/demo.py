@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
+
 NAMESPACE = "default"
 BUCKET = "prunejob-demo"
 MODEL_KEY = "models/demo-resnet.keras.age"
@@ -102,6 +104,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def check_dependencies() -> None:
+    """Fail early, and without importing anything heavy, when an extra is missing."""
+    import importlib.util
+
     missing = []
     for module, extra in (
         ("keras", "pruner"),
@@ -110,9 +115,7 @@ def check_dependencies() -> None:
         ("kmock", "devcluster"),
         ("moto", "devcluster"),
     ):
-        try:
-            __import__(module)
-        except ImportError:
+        if importlib.util.find_spec(module) is None:
             missing.append(f"{module} (prunejob[{extra}])")
     if missing:
         raise DemoError(
