@@ -295,7 +295,7 @@ def wait_for_prunejobs(
             phase = status.get("phase", "-")
             reason = status.get("reason")
             label = phase + (f" ({reason})" if reason and reason != phase else "")
-            if seen.get(name) != label:
+            if status.get("phase") and seen.get(name) != label:
                 seen[name] = label
                 progress(f"prunejob/{name}: {label}")
         if all(s.get("phase") in ("Succeeded", "Failed") for s in statuses.values()):
