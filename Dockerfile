@@ -9,7 +9,7 @@ ARG TF_GPU_IMAGE=tensorflow/tensorflow:2.21.0-gpu
 
 # ---- build: wheels for the project from the lock file -----------------------------------
 FROM ${PYTHON_IMAGE} AS build
-RUN pip install --no-cache-dir uv==0.5.*
+RUN pip install --no-cache-dir "uv>=0.13,<0.14"  # the version that wrote uv.lock
 WORKDIR /src
 COPY pyproject.toml uv.lock README.md ./
 COPY prunejob ./prunejob
