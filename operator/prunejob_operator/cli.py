@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 
 from prunejob_operator import settings
@@ -86,6 +87,28 @@ def config_from_args(
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
 
+def kubernetes_config_problem() -> str | None:
+    """Why no cluster can be reached, checked before kopf starts (kopf would log a
+    traceback per login attempt first); None when in-cluster or kubeconfig config loads."""
+    import kubernetes
+
+    try:
+        kubernetes.config.load_incluster_config()
+        return None
+    except kubernetes.config.ConfigException:
+        pass
+    try:
+        kubernetes.config.load_kube_config()
+        return None
+    except Exception as err:  # bad YAML, missing file, unknown auth plugin: all one message
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        where = os.environ.get("KUBECONFIG", "~/.kube/config")
+        return (
+            f"no Kubernetes configuration: not in a pod, and kubeconfig {where} is unusable "
+            f"({detail}); set KUBECONFIG or run in a pod with a service account"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -94,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"prunejob operator: error: {err}", file=sys.stderr)
         return err.exit_code
     settings.activate(config)
+    problem = kubernetes_config_problem()
+    if problem:
+        print(f"prunejob operator: error: {problem}", file=sys.stderr)
+        return 1
 
     import kopf  # after parsing: `--help` stays fast
 
