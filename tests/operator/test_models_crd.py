@@ -18,6 +18,14 @@ def test_committed_crd_is_up_to_date() -> None:
     )
 
 
+def test_readme_reference_is_up_to_date() -> None:
+    readme = (crd.CRD_PATH.parents[1] / "README.md").read_text()
+    assert crd.render_reference().strip() in readme, (
+        "README's PruneJob reference is stale: paste `python -m prunejob_operator.crd "
+        "--reference` into it"
+    )
+
+
 def test_check_command_fails_on_a_stale_file(tmp_path, monkeypatch) -> None:
     stale = tmp_path / "prunejob.yaml"
     stale.write_text("kind: Nope\n")
