@@ -14,6 +14,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from pruner import age
 from pruner.errors import InvalidArgument, KeyRequired, ModelNotFound, PrunejobError
@@ -21,8 +22,15 @@ from pruner.keys import KEY_ENV, resolve_key
 from pruner.storage import atomic_local_write
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line and exit 2 (InvalidArgument), not the usage text too."""
+
+    def error(self, message: str) -> NoReturn:
+        raise InvalidArgument(f"{message} (see {self.prog} --help)")
+
+
 def _parser(command: str, verb: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=f"prunejob {command}",
         description=f"{verb} a file in the age v1 format with a passphrase (scrypt).",
         epilog=f"The key comes from -k, --key-file or {KEY_ENV}, in that order.",
@@ -56,8 +64,11 @@ def _run(command: str, argv: Sequence[str] | None, encrypt: bool) -> int:
     parser = _parser(command, "Encrypt" if encrypt else "Decrypt")
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exit_:  # argparse printed its usage line already
+    except SystemExit as exit_:  # --help printed the help
         return int(exit_.code or 0)
+    except InvalidArgument as err:
+        print(f"prunejob {command}: error: {err}", file=sys.stderr)
+        return err.exit_code
     try:
         source, target = _paths(args)
         key = _key(args)

@@ -140,3 +140,18 @@ def test_bad_arguments(tmp_path: Path, capsys) -> None:
     assert "does not exist" in capsys.readouterr().err
     assert encrypt_main(["-i", "a"]) == 2  # argparse: -o is required
     assert encrypt_main(["-i", "a", "-o", "b", "-k", "x", "--key-file", "f"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["-i", "a"], "-o/--output"),
+        (["-i", "a", "-o", "b", "-k", "x", "--key-file", "f"], "--key-file"),
+        (["-i", "a", "-o", "b", "--frob"], "--frob"),
+    ],
+)
+def test_usage_errors_are_one_line(argv: list[str], named: str, capsys) -> None:
+    assert decrypt_main(argv) == InvalidArgument.exit_code
+    err = capsys.readouterr().err
+    assert err.startswith("prunejob decrypt: error: ") and err.count("\n") == 1, err
+    assert named in err and "prunejob decrypt --help" in err
