@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import io
 import os
-import socket
-import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +21,6 @@ from operator_harness import EVENTS, PODS, SECRETS, ApiError, Kube
 from pruner import age
 
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # `tests.pruner.builders` (pytest runs with importlib mode)
-    sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REGION = "us-east-1"
@@ -34,26 +28,6 @@ REGION = "us-east-1"
 # the worker encrypts its output with age's default cost, as in production.
 INPUT_WORK_FACTOR = 10
 TERMINAL = ("Succeeded", "Failed")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def moto_server() -> Iterator[str]:
-    """A moto S3 server on 127.0.0.1; yields its endpoint URL."""
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,7 @@ from real_worker_fixtures import (
     decrypt,
     encrypt,
     events_for,
-    free_port,
     kept_filters,
-    moto_server,
     new_bucket,
     permute_after_pruned_conv,
     pod_logs,
@@ -39,6 +37,7 @@ from real_worker_fixtures import (
 )
 
 from devcluster.cluster import LocalCluster
+from tests.s3_server import free_port, moto_server
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -19,8 +19,7 @@ from pruner.errors import (
     ModelNotFound,
 )
 from pruner.storage import S3Options
-
-from .conftest import free_port
+from tests.s3_server import free_port
 
 
 def one_line(err: Exception) -> str:
