@@ -147,8 +147,18 @@ def make_client(options: S3Options) -> Any:
     # botocore itself reads AWS_DEFAULT_REGION (and the config file) but not
     # AWS_REGION, the variable most SDKs and the contract use.
     region = options.region or os.environ.get("AWS_REGION") or None
-    session = boto3.session.Session(region_name=region)
-    return session.client("s3", endpoint_url=options.endpoint_url, config=config)
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        session = boto3.session.Session(region_name=region)
+        return session.client("s3", endpoint_url=options.endpoint_url, config=config)
+    except (BotoCoreError, ValueError) as err:
+        # Only configuration is read here (no request is made): a bad endpoint, region,
+        # profile, config file or AWS_MAX_ATTEMPTS is the user's input, not a bug.
+        raise InvalidArgument(
+            f"invalid S3 client configuration: {str(err).rstrip('.')}; check --s3-endpoint "
+            "and the AWS_* variables (ENDPOINT_URL, REGION, PROFILE, CONFIG_FILE, ...)"
+        ) from err
 
 
 def _transfer_config(options: S3Options) -> Any:

@@ -251,6 +251,36 @@ def test_output_suffix_must_be_a_keras_format(
     assert "must end in one of .keras, .h5" in err
 
 
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("AWS_ENDPOINT_URL", "notaurl"),
+        ("AWS_REGION", "bad region!"),
+        ("AWS_PROFILE", "no-such-profile"),
+        ("AWS_MAX_ATTEMPTS", "many"),
+        ("AWS_RETRY_MODE", "sometimes"),
+    ],
+)
+def test_bad_s3_client_configuration_is_invalid_argument(
+    variable: str,
+    value: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Fails while building the client, before any request: no S3 server needed.
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv(variable, value)
+    output = tmp_path / "out.keras"
+    code, out, err = prune(["-m", "s3://bucket/model.keras", "-o", str(output)], capsys)
+    assert code == 2
+    assert out == ""
+    line = error_line(err)
+    assert line.startswith("prunejob: error: invalid S3 client configuration: ")
+    assert "internal error" not in line
+    assert not output.exists()
+
+
 def test_lambda_needs_safe_mode_off_then_exclusion(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
