@@ -497,6 +497,24 @@ async def prunejob_event(
         await reconciler_.trigger_admission()
 
 
+async def _trigger_owner(
+    type: str | None,
+    body: kopf.Body,
+    namespace: str,
+    pj_records: Any,
+    job_records: Any,
+    pod_records: Any,
+) -> Reconciler:
+    """What a managed Job's and a managed Pod's event share: bind the indexes, then
+    reconcile the PruneJob named in the owner annotation, unless the object is deleted."""
+    reconciler_ = reconciler()
+    reconciler_.bind(pj_records, job_records, pod_records)
+    owner = (body.get("metadata", {}).get("annotations") or {}).get(manifests.ANNOTATION_OWNER)
+    if owner and type != "DELETED":
+        await reconciler_.trigger(namespace, owner)
+    return reconciler_
+
+
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
 async def job_event(
     type: str | None,
@@ -507,11 +525,7 @@ async def job_event(
     pod_records: Any,
     **_: Any,
 ) -> None:
-    reconciler_ = reconciler()
-    reconciler_.bind(pj_records, job_records, pod_records)
-    owner = (body.get("metadata", {}).get("annotations") or {}).get(manifests.ANNOTATION_OWNER)
-    if owner and type != "DELETED":
-        await reconciler_.trigger(namespace, owner)
+    reconciler_ = await _trigger_owner(type, body, namespace, pj_records, job_records, pod_records)
     summary = summarize_job(dict(body))
     # Without a cap, only leftovers of a capped run can be queued: start them too.
     if reconciler_.config.max_running_jobs > 0 or (summary and queue.is_queued(summary)):
@@ -528,8 +542,4 @@ async def pod_event(
     pod_records: Any,
     **_: Any,
 ) -> None:
-    reconciler_ = reconciler()
-    reconciler_.bind(pj_records, job_records, pod_records)
-    owner = (body.get("metadata", {}).get("annotations") or {}).get(manifests.ANNOTATION_OWNER)
-    if owner and type != "DELETED":
-        await reconciler_.trigger(namespace, owner)
+    await _trigger_owner(type, body, namespace, pj_records, job_records, pod_records)
