@@ -5,14 +5,18 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import kubernetes.client
 import pytest
 from kubernetes.client.rest import ApiException
 
 from devcluster.cluster import LocalCluster
+from tests import polling
+
+T = TypeVar("T")
 
 DATA = Path(__file__).parent / "data"
 
@@ -42,14 +46,8 @@ OPERATOR = textwrap.dedent(
 )
 
 
-def wait_for(predicate, timeout: float = 30.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("condition not reached in time")
+def wait_for(predicate: Callable[[], T | None], timeout: float = 30.0) -> T:
+    return polling.wait_for(predicate, timeout, interval=0.2)  # this file's interval, as before
 
 
 @pytest.mark.timeout(90)

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import base64
 import itertools
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import kubernetes.client
 import pytest
 
 from devcluster.cluster import LocalCluster
+from tests.polling import wait_for
 
-T = TypeVar("T")
 GPUS = 2
 pytestmark = pytest.mark.timeout(60)
 _counter = itertools.count()
@@ -48,16 +47,6 @@ def ns(core: kubernetes.client.CoreV1Api) -> str:
     name = f"pods-{next(_counter)}"
     core.create_namespace({"metadata": {"name": name}})
     return name
-
-
-def wait_for(predicate: Callable[[], T | None], timeout: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"condition not reached in {timeout}s")
 
 
 def python(code: str, *args: str) -> dict[str, Any]:
