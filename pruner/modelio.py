@@ -154,6 +154,16 @@ def prepare_output_dir(path: Path) -> Path:
         ) from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputNotWritable(f"output directory {folder} is not writable")
+    # access() says yes to root everywhere, /proc and other special filesystems
+    # included; creating a file there, as saving will, is the real test.
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".prunejob-probe.", dir=folder)
+    except OSError as err:
+        raise OutputNotWritable(
+            f"cannot write in output directory {folder}: {err.strerror or err}"
+        ) from None
+    os.close(handle)
+    os.unlink(probe)
     return folder
 
 

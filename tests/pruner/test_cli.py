@@ -232,6 +232,23 @@ def test_unwritable_output_is_output_not_writable(
     assert err.startswith("prunejob: error: cannot create output directory /proc/prunejob-test")
 
 
+@pytest.mark.parametrize("flag", ["-o", "--report"])
+def test_existing_but_unwritable_directory_fails_before_any_work(
+    flag: str, model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # /proc exists and access() lets root write there, but no file can be created in it.
+    unwritable = "/proc/prunejob-test.keras"
+    output = tmp_path / "pruned.keras"
+    argv = ["-m", str(model_file)]
+    argv += ["-o", unwritable] if flag == "-o" else ["-o", str(output), flag, unwritable]
+    code, out, err = prune(argv, capsys)
+    assert code == 12
+    assert out == ""  # and no progress: nothing was loaded
+    assert err.startswith("prunejob: error: cannot write in output directory /proc")
+    assert err.count("\n") == 1
+    assert not output.exists()
+
+
 def test_unwritable_report_fails_before_any_work(
     model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
