@@ -58,27 +58,26 @@ def _pointer(path: str) -> list[str]:
     return [part.replace("~1", "/").replace("~0", "~") for part in path[1:].split("/")]
 
 
+def _child(node: Any, part: str, path: str) -> Any:
+    """One step down a JSON pointer; `path` is the whole pointer, for the error."""
+    if isinstance(node, dict) and part in node:
+        return node[part]
+    if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+        return node[int(part)]
+    raise Invalid(f"json patch: path {path!r} does not exist")
+
+
 def _resolve_parent(doc: Any, parts: list[str], path: str) -> tuple[Any, str]:
     node = doc
     for part in parts[:-1]:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            raise Invalid(f"json patch: path {path!r} does not exist")
+        node = _child(node, part, path)
     return node, parts[-1]
 
 
 def _get(doc: Any, path: str) -> Any:
     node = doc
     for part in _pointer(path):
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            raise Invalid(f"json patch: path {path!r} does not exist")
+        node = _child(node, part, path)
     return node
 
 
