@@ -147,7 +147,20 @@ def check_destination(location: Location, request: PruneRequest, *, replace: boo
 
 
 def check_output(request: PruneRequest) -> None:
-    """Fail fast, before the slow work, when the output (or report) can't be written."""
+    """Fail fast, before the slow work, when the output (or report) can't be written.
+    Checks of the names alone come first, so a typo is reported as such and not as
+    whatever touching the report's destination (S3, say) runs into."""
+    output = None
+    if not request.dry_run:  # nothing is written, so nothing about -o matters
+        if request.output is None:
+            raise InvalidArgument("-o/--output_file is required (unless --dry-run)")
+        output = storage.parse_uri(request.output)
+        check_output_name(request.output, output, request.key)
+        if not request.force and output_replaces_input(request):
+            raise OutputExists(
+                f"output {request.output} is the input model; refusing to overwrite it "
+                "(pass --force)"
+            )
     report = report_destination(request)
     if report is not None:
         report_location = storage.parse_uri(report)
@@ -157,17 +170,8 @@ def check_output(request: PruneRequest) -> None:
             raise InvalidArgument(f"--report {report} is the same file as the output model")
         # Reports are always replaced: they describe the run that writes them.
         check_destination(report_location, request, replace=True)
-    if request.dry_run:
-        return  # nothing is written, so nothing about -o matters
-    if request.output is None:
-        raise InvalidArgument("-o/--output_file is required (unless --dry-run)")
-    output = storage.parse_uri(request.output)
-    check_output_name(request.output, output, request.key)
-    if not request.force and output_replaces_input(request):
-        raise OutputExists(
-            f"output {request.output} is the input model; refusing to overwrite it (pass --force)"
-        )
-    check_destination(output, request, replace=may_replace_output(request))
+    if output is not None:
+        check_destination(output, request, replace=may_replace_output(request))
 
 
 def input_needs_fetching(request: PruneRequest) -> bool:

@@ -298,6 +298,18 @@ def test_bad_s3_client_configuration_is_invalid_argument(
     assert not output.exists()
 
 
+def test_bad_output_name_is_reported_before_touching_s3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The default report of an S3 output lives next to it; checking that destination
+    # needs the endpoint (nothing listens on port 9), the output's suffix does not.
+    argv = ["-m", str(tmp_path / "in.keras"), "-o", "s3://bucket/pruned.pb"]
+    code, out, err = prune([*argv, "--s3-endpoint", "http://127.0.0.1:9"], capsys)
+    assert code == 2
+    assert out == ""
+    assert error_line(err).startswith("prunejob: error: output file s3://bucket/pruned.pb must end")
+
+
 def test_lambda_needs_safe_mode_off_then_exclusion(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
