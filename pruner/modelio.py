@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -68,6 +69,13 @@ def inspect_model_file(path: Path) -> ModelFormat | Literal["age"]:
         raise ModelNotFound(f"cannot read model file {path}: {err.strerror or err}") from None
     if found is None:
         raise InvalidModel(f"{path} is not a Keras model file (neither a .keras zip nor HDF5 .h5)")
+    # A zip's directory is at its end: without it (a cut-off copy or download) Keras
+    # says "File not found", which sends the user looking in the wrong place.
+    if found == "keras" and not zipfile.is_zipfile(path):
+        raise InvalidModel(
+            f"cannot load {path} as a Keras model: it starts like a .keras zip but is "
+            "damaged (truncated or corrupt); copy or export the model again"
+        )
     return found
 
 

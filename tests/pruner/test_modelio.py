@@ -88,6 +88,17 @@ def test_truncated_file_is_invalid_model(model: keras.Model, tmp_path: Path, suf
         modelio.load_model(path)
 
 
+def test_truncated_keras_zip_says_damaged_not_missing(model: keras.Model, tmp_path: Path) -> None:
+    # Keras itself reports a zip without its end directory as "File not found".
+    path = tmp_path / "model.keras"
+    modelio.save_model_atomic(model, path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(InvalidModel) as caught:
+        modelio.inspect_model_file(path)  # before Keras is involved
+    assert "damaged (truncated or corrupt)" in str(caught.value)
+    assert "not found" not in str(caught.value).lower()
+
+
 def test_zip_without_config_is_invalid_model(tmp_path: Path) -> None:
     path = tmp_path / "archive.keras"
     with zipfile.ZipFile(path, "w") as archive:
