@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -112,6 +113,13 @@ def _load_error_message(path: Path, err: Exception, safe_mode: bool) -> str:
         )
     if isinstance(err, KeyError) and "config.json" in text:
         return f"{path} is a zip file but not a Keras model (no config.json)"
+    unknown = re.search(r"Could not locate class '([^']+)'", str(err))  # may be nested
+    if unknown:
+        return (
+            f"cannot load {path} as a Keras model: it uses the custom class "
+            f"{unknown.group(1)!r}, which prunejob does not have; give a model built from "
+            "Keras' own layers"
+        )
     if "No model config found" in text:
         return f"{path} holds weights only, not a model (no model config); save the whole model"
     return f"cannot load {path} as a Keras model: {text}"

@@ -6,6 +6,7 @@ import os
 import re
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -97,6 +98,19 @@ def test_truncated_keras_zip_says_damaged_not_missing(model: keras.Model, tmp_pa
         modelio.inspect_model_file(path)  # before Keras is involved
     assert "damaged (truncated or corrupt)" in str(caught.value)
     assert "not found" not in str(caught.value).lower()
+
+
+def test_unknown_custom_layer_is_named(tmp_path: Path) -> None:
+    class Doubler(keras.layers.Layer):  # local: Keras cannot import it back
+        def call(self, inputs: Any) -> Any:
+            return inputs * 2
+
+    inputs = keras.Input((4,))
+    path = tmp_path / "custom.keras"
+    keras.Model(inputs, keras.layers.Dense(2)(Doubler(name="double")(inputs))).save(path)
+    # Inside a Functional model Keras reports only "Functional could not be deserialized".
+    with pytest.raises(InvalidModel, match="uses the custom class 'Doubler'"):
+        modelio.load_model(path)
 
 
 def test_zip_without_config_is_invalid_model(tmp_path: Path) -> None:
