@@ -151,10 +151,14 @@ def output_format(path: Path) -> ModelFormat:
 
 
 def same_file(first: Path, second: Path) -> bool:
+    """Whether the two paths name one file, also when it does not exist yet (an output
+    and a report both about to be written)."""
     try:
-        return first.exists() and second.exists() and os.path.samefile(first, second)
+        if first.exists() and second.exists():
+            return os.path.samefile(first, second)  # hard links, bind mounts
     except OSError:
-        return first.resolve() == second.resolve()
+        pass
+    return first.resolve() == second.resolve()
 
 
 def prepare_output_dir(path: Path) -> Path:

@@ -260,6 +260,21 @@ def test_unwritable_report_fails_before_any_work(
     assert not output.exists()
 
 
+def test_report_naming_the_new_output_is_refused(
+    model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Neither file exists yet; the report must not be written over the pruned model.
+    output = tmp_path / "pruned.keras"
+    report = tmp_path / "sub" / ".." / "pruned.keras"
+    code, out, err = prune(
+        ["-m", str(model_file), "-o", str(output), "--report", str(report)], capsys
+    )
+    assert code == 2
+    assert out == ""
+    assert err == f"prunejob: error: --report {report} is the same file as the output model\n"
+    assert not output.exists()
+
+
 def test_output_suffix_must_be_a_keras_format(
     model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
