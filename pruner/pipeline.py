@@ -168,6 +168,8 @@ def check_output(request: PruneRequest) -> None:
             report_location, storage.parse_uri(request.output)
         ):
             raise InvalidArgument(f"--report {report} is the same file as the output model")
+        if same_location(report_location, storage.parse_uri(request.model)):
+            raise InvalidArgument(f"--report {report} is the input model; name another file")
         # Reports are always replaced: they describe the run that writes them.
         check_destination(report_location, request, replace=True)
     if output is not None:

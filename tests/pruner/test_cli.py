@@ -275,6 +275,21 @@ def test_report_naming_the_new_output_is_refused(
     assert not output.exists()
 
 
+def test_report_naming_the_input_is_refused(
+    model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tmp_path / "model.keras"
+    model.write_bytes(model_file.read_bytes())
+    output = tmp_path / "pruned.keras"
+    argv = ["-m", str(model), "-o", str(output), "--report", str(model), "--force", "--overwrite"]
+    code, out, err = prune(argv, capsys)
+    assert code == 2
+    assert out == ""
+    assert err == f"prunejob: error: --report {model} is the input model; name another file\n"
+    assert model.read_bytes() == model_file.read_bytes()
+    assert not output.exists()
+
+
 def test_output_suffix_must_be_a_keras_format(
     model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
