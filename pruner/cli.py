@@ -24,7 +24,12 @@ from pruner import termination
 from pruner.artifacts import DEFAULT_TERMINATION_LOG, write_termination_log
 from pruner.errors import InvalidArgument, PrunejobError
 from pruner.keys import KEY_ENV, resolve_key
-from pruner.pipeline import PruneRequest, report_destination, run_prune  # no TensorFlow
+from pruner.pipeline import (  # no TensorFlow
+    PruneRequest,
+    report_destination,
+    run_prune,
+    termination_log_clash,
+)
 from pruner.progress import Progress
 from pruner.report import format_summary
 from pruner.settings import CRITERIA, NORMALIZERS, PruneSettings
@@ -332,6 +337,12 @@ def prune_main(argv: Sequence[str] | None = None, *, prog: str = "prunejob prune
     try:
         with sigterm_raises():
             request = parse_request(args, prog)
+            clash = termination_log_clash(log_path, request)
+            if clash is not None:
+                bad_log, log_path = log_path, None  # the failure must not be written there
+                raise InvalidArgument(
+                    f"--termination-log {bad_log} is the {clash}; name another file"
+                )
             progress = Progress(name)
             report = run_prune(request, progress)
             print(format_summary(report, progress.elapsed()), flush=True)

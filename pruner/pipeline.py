@@ -176,6 +176,20 @@ def check_output(request: PruneRequest) -> None:
         check_destination(output, request, replace=may_replace_output(request))
 
 
+def termination_log_clash(path: str | None, request: PruneRequest) -> str | None:
+    """What model or report file `--termination-log` names, if any: writing the log
+    there would replace it."""
+    if path is None:
+        return None
+    log = LocalPath(Path(path))
+    named = {"input model": request.model, "output model": request.output}
+    named["report"] = report_destination(request)
+    for what, uri in named.items():
+        if uri is not None and same_location(log, storage.parse_uri(uri)):
+            return what
+    return None
+
+
 def input_needs_fetching(request: PruneRequest) -> bool:
     """Whether resolving the input does real work (download and/or decryption); a
     local file that is missing, not a model, or encrypted without a key fails here."""

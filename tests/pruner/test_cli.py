@@ -290,6 +290,22 @@ def test_report_naming_the_input_is_refused(
     assert not output.exists()
 
 
+@pytest.mark.parametrize("clash", ["input model", "output model", "report"])
+def test_termination_log_naming_a_model_or_report_is_refused(
+    clash: str, model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, output, report = tmp_path / "model.keras", tmp_path / "out.keras", tmp_path / "r.json"
+    model.write_bytes(model_file.read_bytes())
+    log = {"input model": model, "output model": output, "report": report}[clash]
+    argv = ["-m", str(model), "-o", str(output), "--report", str(report)]
+    code, out, err = prune([*argv, "--termination-log", str(log)], capsys)
+    assert code == 2
+    assert out == ""
+    assert err == f"prunejob: error: --termination-log {log} is the {clash}; name another file\n"
+    assert model.read_bytes() == model_file.read_bytes()  # the failure was not logged there
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras"]
+
+
 def test_output_suffix_must_be_a_keras_format(
     model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
