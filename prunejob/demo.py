@@ -55,7 +55,9 @@ class Progress:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    from pruner.arguments import OneLineParser
+
+    parser = OneLineParser(
         prog="prunejob demo",
         description=(
             "Run a local cluster, S3 and the operator, prune an encrypted model at three "
@@ -420,7 +422,13 @@ def run_demo(args: argparse.Namespace, progress: Progress) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    from pruner.errors import InvalidArgument
+
+    try:
+        args = parse_args(argv)
+    except InvalidArgument as err:
+        print(f"prunejob demo: error: {err}", file=sys.stderr)
+        return err.exit_code
     progress = Progress()
     # SIGTERM (a supervisor, a test's timeout) cleans up like Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))

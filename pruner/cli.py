@@ -18,9 +18,9 @@ import threading
 import traceback
 from collections.abc import Iterator, Sequence
 from types import FrameType
-from typing import NoReturn
 
 from pruner import termination
+from pruner.arguments import OneLineParser
 from pruner.artifacts import DEFAULT_TERMINATION_LOG, write_termination_log
 from pruner.errors import InvalidArgument, PrunejobError
 from pruner.keys import KEY_ENV, resolve_key
@@ -72,16 +72,8 @@ and reasons".
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is an InvalidArgument (one line, exit 2) instead of
-    usage text plus a message."""
-
-    def error(self, message: str) -> NoReturn:
-        raise InvalidArgument(message)
-
-
 def build_parser(prog: str) -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog=prog,
         description="Prune whole filters of a Keras model with NVIDIA TAO tlt-prune semantics.",
         epilog=EPILOG,

@@ -14,23 +14,16 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
 
 from pruner import age
+from pruner.arguments import OneLineParser
 from pruner.errors import InvalidArgument, KeyRequired, ModelNotFound, PrunejobError
 from pruner.keys import KEY_ENV, resolve_key
 from pruner.storage import atomic_local_write
 
 
-class _Parser(argparse.ArgumentParser):
-    """A usage error is one line and exit 2 (InvalidArgument), not the usage text too."""
-
-    def error(self, message: str) -> NoReturn:
-        raise InvalidArgument(f"{message} (see {self.prog} --help)")
-
-
 def _parser(command: str, verb: str) -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog=f"prunejob {command}",
         description=f"{verb} a file in the age v1 format with a passphrase (scrypt).",
         epilog=f"The key comes from -k, --key-file or {KEY_ENV}, in that order.",

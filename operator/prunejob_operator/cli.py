@@ -9,11 +9,12 @@ import os
 import sys
 
 from prunejob_operator import settings
+from pruner.arguments import OneLineParser
 from pruner.errors import InvalidArgument, PrunejobError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="prunejob operator",
         description="Run the PruneJob operator. With no flags it uses the current "
         "kubeconfig (or the in-cluster service account) and watches all namespaces. "
@@ -110,8 +111,8 @@ def kubernetes_config_problem() -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         config = config_from_args(args, settings.from_env())
     except PrunejobError as err:
         print(f"prunejob operator: error: {err}", file=sys.stderr)

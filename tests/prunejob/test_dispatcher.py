@@ -48,7 +48,7 @@ def test_arguments_and_exit_code_pass_through_the_console_script() -> None:
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         "prunejob: error: argument -n/--normalizer: invalid choice: 'foo' "
-        "(choose from 'max', 'L2', 'off')"
+        "(choose from 'max', 'L2', 'off') (see prunejob prune --help)"
     ]
 
 
@@ -85,3 +85,23 @@ def test_subcommands_without_the_pruner_do_not_import_tensorflow(name: str) -> N
     )
     result = run(sys.executable, "-c", probe)
     assert result.stdout.strip().splitlines()[-1] == "TF-FREE", result.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "message"),
+    [
+        ("demo", ["--thresholds", "x"], "--thresholds 'x' must be numbers separated by commas"),
+        ("demo", ["--bogus"], "unrecognized arguments: --bogus"),
+        ("operator", ["--bogus"], "unrecognized arguments: --bogus"),
+        ("operator", ["-A", "-n", "ns"], "not allowed with argument -A/--all-namespaces"),
+    ],
+)
+def test_usage_errors_of_every_command_are_one_line(
+    command: str, args: list[str], message: str
+) -> None:
+    result = run(str(SCRIPTS / "prunejob"), command, *args)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"prunejob {command}: error: ")
+    assert message in lines[0] and lines[0].endswith(f"(see prunejob {command} --help)")
