@@ -9,7 +9,6 @@ metrics and liveness. Worker-driven reasons, with real workers, are in test_real
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from prunejob_operator import crd
 
 from devcluster.cluster import LocalCluster
 from pruner.termination import success_message
+from tests.s3_server import free_port
 
 pytestmark = pytest.mark.timeout(120)
 REPO = Path(__file__).resolve().parents[2]
@@ -325,14 +325,8 @@ def test_secret_values_never_appear(kube: Kube, operator) -> None:
     assert "model-key" in dumped  # the references are there, just not the values
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_metrics_and_liveness(kube: Kube, operator_factory) -> None:
-    metrics_port, liveness_port = _free_port(), _free_port()
+    metrics_port, liveness_port = free_port(), free_port()
     operator_factory(
         "--metrics-port", str(metrics_port), "--liveness", f"127.0.0.1:{liveness_port}"
     ).start()

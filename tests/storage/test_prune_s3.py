@@ -22,16 +22,13 @@ from typing import Any
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:  # tests.pruner.builders, with --import-mode=importlib
-    sys.path.insert(0, _ROOT)
 
-import keras  # noqa: E402
+import keras
 
-from pruner import age, artifacts  # noqa: E402
-from pruner.cli import parse_request, prune_main  # noqa: E402
-from pruner.termination import decode_message  # noqa: E402
-from tests.pruner.builders import randomize_weights, small_vgg, zero_filters  # noqa: E402
+from pruner import age, artifacts
+from pruner.cli import parse_request, prune_main
+from pruner.termination import decode_message
+from tests.pruner.builders import randomize_weights, small_vgg, zero_filters
 
 pytestmark = pytest.mark.timeout(120)
 
