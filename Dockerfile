@@ -15,6 +15,7 @@ COPY pyproject.toml uv.lock README.md ./
 COPY prunejob ./prunejob
 COPY pruner ./pruner
 COPY operator ./operator
+COPY contract ./contract
 COPY devcluster ./devcluster
 RUN uv export --locked --no-dev --no-hashes --extra operator --no-emit-project > /src/operator-reqs.txt \
  && uv export --locked --no-dev --no-hashes --extra pruner --no-emit-project > /src/worker-reqs.txt \

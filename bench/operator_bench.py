@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO / "tests" / "operator"))
 from operator_harness import JOBS, PJ, JobController, Kube, OperatorProcess, prunejob  # noqa: E402
 
 from devcluster.cluster import LocalCluster  # noqa: E402
-from pruner.termination import success_message  # noqa: E402
+from prunejob_contract.termination import success_message  # noqa: E402
 
 REPORT = {
     "params": {"before": 5000, "after": 3000},

@@ -51,8 +51,8 @@ def peak_rss_mib() -> float:
 def worker_setup(name: str, size: int, path: Path) -> dict[str, Any]:
     import keras
 
+    from prunejob_contract.settings import PruneSettings
     from pruner.plan import prepare
-    from pruner.settings import PruneSettings
     from pruner.target import choose_threshold
 
     builder = getattr(keras.applications, MODELS[name])
@@ -79,9 +79,9 @@ def worker_plain(path: Path, output: Path) -> dict[str, Any]:
 
 
 def worker_prune(path: Path, output: Path, threshold: float) -> dict[str, Any]:
+    from prunejob_contract.settings import PruneSettings
     from pruner.pipeline import PruneRequest, run_prune
     from pruner.progress import Progress
-    from pruner.settings import PruneSettings
 
     # Import costs stay outside the clock, as for the baseline.
     for module in ("keras", "pruner.plan", "pruner.surgery", "pruner.counting", "pruner.graph"):

@@ -55,7 +55,7 @@ class Progress:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from pruner.arguments import OneLineParser
+    from prunejob_contract.arguments import OneLineParser
 
     parser = OneLineParser(
         prog="prunejob demo",
@@ -422,7 +422,7 @@ def run_demo(args: argparse.Namespace, progress: Progress) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pruner.errors import InvalidArgument
+    from prunejob_contract.errors import InvalidArgument
 
     try:
         args = parse_args(argv)

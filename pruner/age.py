@@ -28,16 +28,35 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from pruner.errors import (
-    DecryptionFailed,
-    InvalidArgument,
-    ReorderedChunks,
-    TamperedFile,
-    TruncatedFile,
-    UnsupportedEncryption,
-    WorkFactorRefused,
-    WrongKey,
-)
+from prunejob_contract.errors import DecryptionFailed, InvalidArgument
+
+
+# Why an age file could not be decrypted. All keep the DecryptionFailed reason and
+# exit code (stable API for the operator); the class and message say which case it is.
+class WrongKey(DecryptionFailed):
+    """The passphrase does not unwrap the file key (or the stanza was altered)."""
+
+
+class TruncatedFile(DecryptionFailed):
+    """The ciphertext ends before its authenticated final chunk."""
+
+
+class TamperedFile(DecryptionFailed):
+    """A header MAC or a payload chunk failed authentication."""
+
+
+class ReorderedChunks(DecryptionFailed):
+    """A payload chunk authenticates, but at another position than where it is."""
+
+
+class UnsupportedEncryption(DecryptionFailed):
+    """Not an age v1 passphrase file we accept: other recipients, armor, a bad header,
+    or an scrypt work factor outside the accepted range."""
+
+
+class WorkFactorRefused(UnsupportedEncryption):
+    """The header asks for an scrypt work factor above the accepted ceiling (DoS guard)."""
+
 
 MAGIC = b"age-encryption.org/v1\n"
 VERSION_PREFIX = b"age-encryption.org/"

@@ -22,13 +22,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from prunejob_contract.errors import KeyRequired, ModelNotFound, OutputExists, PrunejobError
+from prunejob_contract.termination import TERMINATION_LOG
 from pruner import age, storage
-from pruner.errors import KeyRequired, ModelNotFound, OutputExists, PrunejobError
 from pruner.storage import LocalPath, ProgressCallback, S3Object, S3Options
 
 SCRATCH_ENV = "PRUNEJOB_SCRATCH_DIR"
 SHARED_MEMORY = Path("/dev/shm")
-DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+DEFAULT_TERMINATION_LOG = TERMINATION_LOG
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _ZIP_MAGIC = b"PK\x03\x04"

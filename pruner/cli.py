@@ -3,7 +3,7 @@
 Three layers, kept apart: argument parsing (`build_parser`, `parse_request`), the
 pipeline (`pruner.pipeline.run_prune`, which owns file and S3 I/O), and presentation
 (`prune_main`: summary on stdout, progress and errors on stderr, exit codes from
-`pruner.errors`, the termination log of the worker contract).
+`prunejob_contract.errors`, the termination log of the worker contract).
 
 The operator's pods run exactly this command with S3 URIs; there is no worker mode.
 """
@@ -19,10 +19,12 @@ import traceback
 from collections.abc import Iterator, Sequence
 from types import FrameType
 
-from pruner import termination
-from pruner.arguments import OneLineParser
+from prunejob_contract import termination
+from prunejob_contract import worker as flags
+from prunejob_contract.arguments import OneLineParser
+from prunejob_contract.errors import InvalidArgument, PrunejobError
+from prunejob_contract.settings import CRITERIA, NORMALIZERS, PruneSettings
 from pruner.artifacts import DEFAULT_TERMINATION_LOG, write_termination_log
-from pruner.errors import InvalidArgument, PrunejobError
 from pruner.keys import KEY_ENV, resolve_key
 from pruner.pipeline import (  # no TensorFlow
     PruneRequest,
@@ -32,7 +34,6 @@ from pruner.pipeline import (  # no TensorFlow
 )
 from pruner.progress import Progress
 from pruner.report import format_summary
-from pruner.settings import CRITERIA, NORMALIZERS, PruneSettings
 from pruner.target import validate_target_ratio
 
 DEFAULTS = PruneSettings()
@@ -82,18 +83,14 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     )
     files = parser.add_argument_group("files")
     files.add_argument(
-        "-m",
-        "-pm",
-        "--model",
-        "--pretrained_model",
+        *flags.MODEL,
         dest="model",
         required=True,
         metavar="MODEL",
         help="model to prune (.keras or .h5, plain or age-encrypted): a path or s3://bucket/key",
     )
     files.add_argument(
-        "-o",
-        "--output_file",
+        *flags.OUTPUT,
         dest="output",
         metavar="OUTPUT",
         help="where the pruned model goes: a path (its directory is created) or "
@@ -101,8 +98,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "required unless --dry-run",
     )
     files.add_argument(
-        "-k",
-        "--key",
+        *flags.KEY,
         dest="key",
         default=None,
         metavar="KEY",
@@ -110,29 +106,29 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         f"visible in the process list, so prefer --key-file or {KEY_ENV}",
     )
     files.add_argument(
-        "--key-file",
+        *flags.KEY_FILE,
         metavar="PATH",
         help="file holding the passphrase (one trailing newline ignored)",
     )
     files.add_argument(
-        "--report",
+        *flags.REPORT,
         metavar="FILE.json",
         help="write the JSON report here (path or s3:// URI; default: OUTPUT.report.json "
         "for an S3 output, none for a local one)",
     )
     files.add_argument(
-        "--overwrite", action="store_true", help="replace an existing output file or object"
+        *flags.OVERWRITE, action="store_true", help="replace an existing output file or object"
     )
     files.add_argument(
-        "--force", action="store_true", help="allow the output to overwrite the input model"
+        *flags.FORCE, action="store_true", help="allow the output to overwrite the input model"
     )
     files.add_argument(
-        "--s3-endpoint",
+        *flags.S3_ENDPOINT,
         metavar="URL",
         help="S3-compatible endpoint (MinIO, Ceph, ...), overriding AWS_ENDPOINT_URL[_S3]",
     )
     files.add_argument(
-        "--termination-log",
+        *flags.TERMINATION_LOG_FLAG,
         metavar="PATH",
         help=f"write the compact JSON result here (default: {DEFAULT_TERMINATION_LOG} "
         "when it exists and is writable)",
@@ -147,8 +143,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
 
     pruning = parser.add_argument_group("pruning (TAO tlt-prune flags and defaults)")
     pruning.add_argument(
-        "-n",
-        "--normalizer",
+        *flags.NORMALIZER,
         choices=NORMALIZERS,
         default=DEFAULTS.normalizer,
         metavar="NORMALIZER",
@@ -156,8 +151,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "(default: %(default)s)",
     )
     pruning.add_argument(
-        "-eq",
-        "--equalization_criterion",
+        *flags.CRITERION,
         choices=CRITERIA,
         default=DEFAULTS.equalization_criterion,
         metavar="CRITERION",
@@ -165,32 +159,28 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         f"{', '.join(CRITERIA)} (default: %(default)s)",
     )
     pruning.add_argument(
-        "-pg",
-        "--pruning_granularity",
+        *flags.GRANULARITY,
         type=int,
         default=DEFAULTS.granularity,
         metavar="N",
         help="retained counts are rounded up to a multiple of N (default: %(default)s)",
     )
     pruning.add_argument(
-        "-pth",
-        "--pruning_threshold",
+        *flags.THRESHOLD,
         type=float,
         default=None,
         metavar="T",
         help=f"keep filters whose normalized norm is > T (default: {DEFAULTS.threshold})",
     )
     pruning.add_argument(
-        "-nf",
-        "--min_num_filters",
+        *flags.MIN_NUM_FILTERS,
         type=int,
         default=DEFAULTS.min_num_filters,
         metavar="N",
         help="never keep fewer than N filters in a layer (default: %(default)s)",
     )
     pruning.add_argument(
-        "-el",
-        "--excluded_layers",
+        *flags.EXCLUDED_LAYERS,
         nargs="*",
         action="extend",
         default=[],
@@ -198,7 +188,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         help="layers that are never pruned (repeatable)",
     )
     pruning.add_argument(
-        "--target-ratio",
+        *flags.TARGET_RATIO,
         type=float,
         metavar="R",
         help="instead of -pth: choose the threshold whose parameter ratio "
@@ -207,17 +197,17 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
 
     run = parser.add_argument_group("run")
     run.add_argument(
-        "--dry-run",
+        *flags.DRY_RUN,
         action="store_true",
         help="compute and report the plan without writing a model",
     )
     run.add_argument(
-        "--verify",
+        *flags.VERIFY,
         action="store_true",
         help="check the pruned model against the masked original (see below)",
     )
     run.add_argument(
-        "-v", "--verbose", action="store_true", help="print tracebacks of errors (debugging)"
+        *flags.VERBOSE, action="store_true", help="print tracebacks of errors (debugging)"
     )
     return parser
 
@@ -303,9 +293,9 @@ def termination_log_arg(args: Sequence[str]) -> str | None:
     do not parse still reports its failure there."""
     path = None
     for index, arg in enumerate(args):
-        if arg == "--termination-log" and index + 1 < len(args):
+        if arg in flags.TERMINATION_LOG_FLAG and index + 1 < len(args):
             path = args[index + 1]
-        elif arg.startswith("--termination-log="):
+        elif arg.startswith(flags.TERMINATION_LOG_FLAG[0] + "="):
             path = arg.partition("=")[2]
     return path
 
@@ -318,7 +308,7 @@ def prune_main(argv: Sequence[str] | None = None, *, prog: str = "prunejob prune
     """
     args = list(sys.argv[1:] if argv is None else argv)
     name = prog.split()[0]
-    verbose = "-v" in args or "--verbose" in args  # known even when parsing fails
+    verbose = any(arg in flags.VERBOSE for arg in args)  # known even when parsing fails
     log_path = termination_log_arg(args)
 
     def failed(reason: str, message: str, exit_code: int) -> int:

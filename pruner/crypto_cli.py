@@ -15,9 +15,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from prunejob_contract.arguments import OneLineParser
+from prunejob_contract.errors import InvalidArgument, KeyRequired, ModelNotFound, PrunejobError
 from pruner import age
-from pruner.arguments import OneLineParser
-from pruner.errors import InvalidArgument, KeyRequired, ModelNotFound, PrunejobError
 from pruner.keys import KEY_ENV, resolve_key
 from pruner.storage import atomic_local_write
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pruner.errors import InvalidModel, UnsupportedLayer
+from prunejob_contract.errors import InvalidModel, UnsupportedLayer
 
 if TYPE_CHECKING:
     import keras

@@ -12,9 +12,9 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from pruner.errors import InvalidArgument
+from prunejob_contract.errors import InvalidArgument
+from prunejob_contract.worker import KEY_ENV
 
-KEY_ENV = "PRUNEJOB_KEY"
 MAX_KEY_FILE_BYTES = 64 * 1024  # a passphrase, not a data file; bounds what we read
 
 

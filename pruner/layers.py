@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pruner.errors import UnsupportedLayer
+from prunejob_contract.errors import UnsupportedLayer
 from pruner.graph import (
     Call,
     ChannelGraph,

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pruner.errors import (
+from prunejob_contract.errors import (
     InvalidArgument,
     InvalidModel,
     KeyRequired,

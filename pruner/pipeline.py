@@ -19,16 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pruner import artifacts, modelio, storage
-from pruner.errors import (
+from prunejob_contract.errors import (
     BucketNotFound,
     InvalidArgument,
     OutputExists,
     VerificationFailed,
 )
+from prunejob_contract.settings import PruneSettings
+from pruner import artifacts, modelio, storage
 from pruner.progress import Progress
 from pruner.report import build_report, write_json
-from pruner.settings import PruneSettings
 from pruner.storage import LocalPath, Location, S3Object, S3Options
 from pruner.target import TargetChoice, choose_threshold
 

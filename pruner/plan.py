@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pruner.errors import InvalidArgument, UnsupportedLayer
+from prunejob_contract.errors import InvalidArgument, UnsupportedLayer
+from prunejob_contract.settings import PruneSettings
 from pruner.graph import ChannelGraph, Piece, as_functional, build_graph
-from pruner.settings import PruneSettings
 from pruner.stats import merge, normalize, retained_indices
 
 if TYPE_CHECKING:

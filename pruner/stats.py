@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pruner.errors import InvalidArgument
+from prunejob_contract.errors import InvalidArgument
 
 
 def filter_norms(kernel: np.ndarray, filter_axis: int = -1) -> np.ndarray:

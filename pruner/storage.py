@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from pruner.errors import (
+from prunejob_contract.errors import (
     AccessDenied,
     BucketNotFound,
     EndpointUnreachable,

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from pruner.errors import InvalidArgument
+from prunejob_contract.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from pruner.plan import PreparedModel

@@ -8,9 +8,9 @@ import logging
 import os
 import sys
 
+from prunejob_contract.arguments import OneLineParser
+from prunejob_contract.errors import InvalidArgument, PrunejobError
 from prunejob_operator import settings
-from pruner.arguments import OneLineParser
-from pruner.errors import InvalidArgument, PrunejobError
 
 
 def build_parser() -> argparse.ArgumentParser:

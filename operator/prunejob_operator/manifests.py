@@ -11,8 +11,10 @@ import hashlib
 import re
 from typing import Any
 
+from prunejob_contract import errors, worker
+from prunejob_contract.settings import PruneSettings
+from prunejob_contract.termination import TERMINATION_LOG
 from prunejob_operator.models import API_VERSION, KIND, PruneJobSpec
-from pruner import errors
 
 LABEL_NAME = "prunejob.io/name"
 LABEL_GENERATION = "prunejob.io/generation"
@@ -26,27 +28,13 @@ ANNOTATION_QUEUED_AT = "prunejob.io/queued-at"
 
 CONTAINER_NAME = "prune"
 SCRATCH_DIR = "/scratch"
-TERMINATION_LOG = "/dev/termination-log"
 WORKER_UID = 65532  # the `nonroot` user of distroless-style images; the Dockerfile uses it too
 MAX_NAME = 63  # pods carry the Job name in a label: 63 characters at most
 
-# Worker failures that a retry cannot fix: the Job fails at once (podFailurePolicy)
-# instead of burning `backoffLimit` retries. EndpointUnreachable and internal
-# errors stay retryable.
-PERMANENT_ERRORS: tuple[type[errors.PrunejobError], ...] = (
-    errors.InvalidArgument,
-    errors.ModelNotFound,
-    errors.InvalidModel,
-    errors.UnsupportedLayer,
-    errors.DecryptionFailed,
-    errors.KeyRequired,
-    errors.BucketNotFound,
-    errors.AccessDenied,
-    errors.OutputExists,
-    errors.OutputNotWritable,
-    errors.VerificationFailed,
-)
-PERMANENT_EXIT_CODES: tuple[int, ...] = tuple(sorted(cls.exit_code for cls in PERMANENT_ERRORS))
+# Worker failures that a retry cannot fix fail the Job at once (podFailurePolicy)
+# instead of burning `backoffLimit` retries; EndpointUnreachable and internal errors
+# stay retryable. Which are permanent is the contract's decision.
+PERMANENT_EXIT_CODES: tuple[int, ...] = errors.PERMANENT_EXIT_CODES
 
 
 def _short_hash(text: str, length: int = 8) -> str:
@@ -75,25 +63,22 @@ def label_value(text: str) -> str:
 def worker_args(spec: PruneJobSpec) -> list[str]:
     """The `prunejob prune` arguments for a spec (never any secret)."""
     pruning = spec.pruning
-    args = [
-        "-m", spec.model,
-        "-o", spec.output,
-        "-n", pruning.normalizer,
-        "-eq", pruning.equalization_criterion,
-        "-pg", str(pruning.granularity),
-        "-pth", repr(pruning.threshold),
-        "-nf", str(pruning.min_num_filters),
-    ]  # fmt: skip
-    if pruning.target_ratio is not None:
-        args += ["--target-ratio", repr(pruning.target_ratio)]
-    if spec.overwrite:
-        args.append("--overwrite")
-    if spec.s3.endpoint:
-        args += ["--s3-endpoint", spec.s3.endpoint]
-    args += ["--termination-log", TERMINATION_LOG]
-    if pruning.excluded_layers:  # last: `-el` takes every following word
-        args += ["-el", *pruning.excluded_layers]
-    return args
+    return worker.WorkerCall(
+        model=spec.model,
+        output=spec.output,
+        settings=PruneSettings(
+            normalizer=pruning.normalizer,
+            equalization_criterion=pruning.equalization_criterion,
+            granularity=pruning.granularity,
+            threshold=pruning.threshold,
+            min_num_filters=pruning.min_num_filters,
+            excluded_layers=tuple(pruning.excluded_layers),
+        ),
+        target_ratio=pruning.target_ratio,
+        overwrite=spec.overwrite,
+        s3_endpoint=spec.s3.endpoint,
+        termination_log=TERMINATION_LOG,
+    ).argv()
 
 
 def _secret_env(name: str, secret: str, key: str, *, optional: bool = False) -> dict[str, Any]:
@@ -112,7 +97,7 @@ def worker_env(spec: PruneJobSpec) -> list[dict[str, Any]]:
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
     if spec.key_secret_ref is not None:
-        env.append(_secret_env("PRUNEJOB_KEY", spec.key_secret_ref.name, spec.key_secret_ref.key))
+        env.append(_secret_env(worker.KEY_ENV, spec.key_secret_ref.name, spec.key_secret_ref.key))
     credentials = spec.s3.credentials_secret_ref
     if credentials is not None:
         env.append(_secret_env("AWS_ACCESS_KEY_ID", credentials.name, "AWS_ACCESS_KEY_ID"))
@@ -197,7 +182,7 @@ def build_job(
                 "name": CONTAINER_NAME,
                 "image": spec.image or default_image,
                 "imagePullPolicy": "IfNotPresent",
-                "command": ["prunejob", "prune"],
+                "command": list(worker.COMMAND),
                 "args": worker_args(spec),
                 "env": worker_env(spec),
                 "resources": worker_resources(spec),

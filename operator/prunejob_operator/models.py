@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from pruner.settings import Criterion, Normalizer
+from prunejob_contract.settings import Criterion, Normalizer
 
 GROUP = "prunejob.io"
 VERSION = "v1alpha1"

@@ -8,7 +8,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pruner.errors import InvalidArgument
+from prunejob_contract.errors import InvalidArgument
 
 DEFAULT_WORKER_IMAGE = "ghcr.io/prunejob/prunejob-worker:0.1.0"
 DEFAULT_PEERING = "prunejob"

@@ -10,7 +10,7 @@ Reason codes (status.reason, the conditions' reason, Event reason):
 - Running: Running, Retrying, Failing (the worker failed for good; the Job follows),
   Finishing
 - Succeeded: Succeeded
-- Failed: the worker's reason (pruner.errors: ModelNotFound, DecryptionFailed,
+- Failed: the worker's reason (prunejob_contract.errors: ModelNotFound, DecryptionFailed,
   UnsupportedLayer, AccessDenied, ...), DeadlineExceeded, BackoffLimitExceeded,
   InvalidSpec, JobFailed (the Job failed for a reason we cannot attribute).
 """
@@ -21,13 +21,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from prunejob_contract.errors import PERMANENT_REASONS
+from prunejob_contract.termination import decode_message
 from prunejob_operator.manifests import (
     ANNOTATION_OWNER,
     ANNOTATION_QUEUED_AT,
     CONTAINER_NAME,
     LABEL_GENERATION,
     LABEL_KUEUE_QUEUE,
-    PERMANENT_EXIT_CODES,
 )
 from prunejob_operator.models import (
     BeforeAfter,
@@ -37,16 +38,11 @@ from prunejob_operator.models import (
     Phase,
     PruneJobStatus,
 )
-from pruner.errors import EXIT_CODES
-from pruner.termination import decode_message
 
 # Reasons that need someone to fix the environment; they are Warnings.
 BLOCKED_REASONS = frozenset({"SecretNotFound", "ImagePullBackOff", "Unschedulable"})
 IMAGE_PULL_REASONS = frozenset(
     {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
-)
-PERMANENT_REASONS = frozenset(
-    reason for reason, code in EXIT_CODES.items() if code in PERMANENT_EXIT_CODES
 )
 
 

@@ -8,9 +8,9 @@ import os
 
 import pytest
 
+from prunejob_contract.errors import DecryptionFailed
 from pruner import age
-from pruner.errors import (
-    DecryptionFailed,
+from pruner.age import (
     ReorderedChunks,
     TamperedFile,
     TruncatedFile,

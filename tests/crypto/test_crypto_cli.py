@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from prunejob_contract.errors import DecryptionFailed, InvalidArgument, KeyRequired, OutputExists
 from pruner import age
 from pruner.crypto_cli import decrypt_main, encrypt_main
-from pruner.errors import DecryptionFailed, InvalidArgument, KeyRequired, OutputExists
 from pruner.keys import KEY_ENV
 
 KEY = "cli key: hunter2"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pruner.errors import InvalidArgument
+from prunejob_contract.errors import InvalidArgument
 from pruner.keys import KEY_ENV, resolve_key
 
 

@@ -6,9 +6,9 @@ import itertools
 from typing import Any
 
 import pytest
-from prunejob_operator import manifests, models
 
-from pruner.errors import EXIT_CODES
+from prunejob_contract.errors import EXIT_CODES
+from prunejob_operator import manifests, models
 
 
 def build(spec: dict[str, Any], *, name: str = "resnet", suspend: bool = False) -> dict[str, Any]:

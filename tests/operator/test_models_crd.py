@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import yaml
+
 from prunejob_operator import crd, models
 
 VALID = {"model": "s3://models/in.keras", "output": "s3://models/out.keras"}

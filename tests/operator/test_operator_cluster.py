@@ -28,10 +28,10 @@ from operator_harness import (
     prunejob,
     wait_for,
 )
-from prunejob_operator import crd
 
 from devcluster.cluster import LocalCluster
-from pruner.termination import success_message
+from prunejob_contract.termination import success_message
+from prunejob_operator import crd
 from tests.s3_server import free_port
 
 pytestmark = pytest.mark.timeout(120)

@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
+from prunejob_contract import errors
+from prunejob_contract.termination import failure_message, success_message
 from prunejob_operator import models
 from prunejob_operator.status import (
     build_status,
@@ -14,9 +17,6 @@ from prunejob_operator.status import (
     summarize_pod,
     transition_event,
 )
-
-from pruner import errors
-from pruner.termination import failure_message, success_message
 
 REPORT = {
     "params": {"before": 1000, "after": 600},

@@ -12,10 +12,10 @@ from typing import Any
 import keras
 import pytest
 
+from prunejob_contract.settings import PruneSettings
 from pruner.counting import count_flops, count_params
 from pruner.masking import mask_removed_filters
 from pruner.plan import prepare
-from pruner.settings import PruneSettings
 from pruner.surgery import apply_plan
 from tests.pruner.builders import (
     max_abs_diff,

@@ -16,9 +16,9 @@ import keras
 import numpy as np
 import pytest
 
+from prunejob_contract.settings import PruneSettings
 from pruner.cli import parse_request, prune_main
 from pruner.keys import KEY_ENV
-from pruner.settings import PruneSettings
 
 pytestmark = pytest.mark.timeout(180)
 SCRIPTS = Path(sys.executable).parent

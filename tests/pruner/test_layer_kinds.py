@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from keras import layers, ops
 
+from prunejob_contract.errors import InvalidModel, UnsupportedLayer
+from prunejob_contract.settings import PruneSettings
 from pruner.counting import count_flops, count_params
-from pruner.errors import InvalidModel, UnsupportedLayer
 from pruner.graph import as_functional
 from pruner.plan import PrunePlan, compute_plan, prepare
-from pruner.settings import PruneSettings
 from pruner.surgery import apply_plan
 from tests.pruner.builders import (
     find_layer,

@@ -12,14 +12,14 @@ import keras
 import numpy as np
 import pytest
 
-from pruner import modelio
-from pruner.errors import (
+from prunejob_contract.errors import (
     InvalidArgument,
     InvalidModel,
     KeyRequired,
     ModelNotFound,
     OutputNotWritable,
 )
+from pruner import modelio
 
 pytestmark = pytest.mark.timeout(120)
 

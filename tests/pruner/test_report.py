@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from prunejob_contract.settings import PruneSettings
 from pruner.plan import LayerPlan
 from pruner.report import build_report, format_summary, human_bytes, human_count, write_json
-from pruner.settings import PruneSettings
 
 TOTALS = {
     "params": {"before": 1000, "after": 600},

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from keras import layers
 
-from pruner.errors import InvalidArgument
+from prunejob_contract.errors import InvalidArgument
+from prunejob_contract.settings import PruneSettings
 from pruner.plan import PrunePlan, compute_plan, prepare
-from pruner.settings import PruneSettings
 from pruner.stats import filter_norms, merge, normalize, retained_count, retained_indices
 
 ONE_BY_ONE = PruneSettings(threshold=0.1, granularity=1, min_num_filters=1)

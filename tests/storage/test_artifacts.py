@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from prunejob_contract.errors import KeyRequired, OutputExists
+from prunejob_contract.termination import decode_message, failure_message
 from pruner import age, artifacts, storage
-from pruner.errors import KeyRequired, OutputExists, WrongKey
-from pruner.termination import decode_message, failure_message
+from pruner.age import WrongKey
 
 KEY = "artifact passphrase"
 MiB = 1024 * 1024

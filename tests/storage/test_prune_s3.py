@@ -25,9 +25,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 
+from prunejob_contract.termination import decode_message
 from pruner import age, artifacts
 from pruner.cli import parse_request, prune_main
-from pruner.termination import decode_message
 from tests.pruner.builders import randomize_weights, small_vgg, zero_filters
 
 pytestmark = pytest.mark.timeout(120)

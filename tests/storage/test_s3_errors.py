@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from pruner import artifacts, storage
-from pruner.errors import (
+from prunejob_contract.errors import (
     AccessDenied,
     BucketNotFound,
     EndpointUnreachable,
     InvalidArgument,
     ModelNotFound,
 )
+from pruner import artifacts, storage
 from pruner.storage import S3Options
 from tests.s3_server import free_port
 

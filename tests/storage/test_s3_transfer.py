@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from prunejob_contract.errors import OutputExists, PrunejobError
 from pruner import storage
-from pruner.errors import OutputExists, PrunejobError
 
 MiB = 1024 * 1024
 

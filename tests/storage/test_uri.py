@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pruner.errors import InvalidArgument
+from prunejob_contract.errors import InvalidArgument
 from pruner.storage import LocalPath, S3Object, S3Options, parse_uri
 
 

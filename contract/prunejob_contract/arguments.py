@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import NoReturn
 
-from pruner.errors import InvalidArgument
+from prunejob_contract.errors import InvalidArgument
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -1,8 +1,7 @@
-"""The worker contract: the compact JSON a pod leaves in its termination log.
+"""The termination message: the compact JSON a worker pod leaves in its termination log.
 
-Kubernetes keeps at most 4096 bytes of a container's termination message, and the
-operator builds the PruneJob status from it. Pure functions only (no TensorFlow),
-so the operator can import this module.
+Kubernetes keeps at most 4096 bytes of a container's termination message, read from
+`TERMINATION_LOG`; the operator builds the PruneJob status from it. Pure functions.
 """
 
 from __future__ import annotations
@@ -12,6 +11,7 @@ import json
 import zlib
 from typing import Any
 
+TERMINATION_LOG = "/dev/termination-log"  # the container's terminationMessagePath
 TERMINATION_LIMIT = 4096
 FORMAT_VERSION = 1
 

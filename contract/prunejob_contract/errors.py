@@ -1,7 +1,9 @@
-"""Errors every user-facing entry point turns into one line, a reason code and an exit code.
+"""Reason codes and exit codes: every failure a user can act on, and which are permanent.
 
 The reason codes are part of the worker contract: the operator copies them into a
-PruneJob's status, so they are stable API (see README "Exit codes and reasons").
+PruneJob's status, so they are stable API (see README "Exit codes and reason codes").
+A *permanent* error is one no retry can fix: the operator's Job fails at once
+(podFailurePolicy on its exit code) instead of burning `backoffLimit` retries.
 """
 
 from __future__ import annotations
@@ -12,66 +14,79 @@ class PrunejobError(Exception):
 
     reason: str = "InternalError"
     exit_code: int = 1
+    permanent: bool = False  # internal errors may be transient: retried
 
 
 class InvalidArgument(PrunejobError):
     reason = "InvalidArgument"
     exit_code = 2
+    permanent = True
 
 
 class ModelNotFound(PrunejobError):
     reason = "ModelNotFound"
     exit_code = 3
+    permanent = True
 
 
 class InvalidModel(PrunejobError):
     reason = "InvalidModel"
     exit_code = 4
+    permanent = True
 
 
 class UnsupportedLayer(PrunejobError):
     reason = "UnsupportedLayer"
     exit_code = 5
+    permanent = True
 
 
 class DecryptionFailed(PrunejobError):
     reason = "DecryptionFailed"
     exit_code = 6
+    permanent = True
 
 
 class KeyRequired(PrunejobError):
     reason = "KeyRequired"
     exit_code = 7
+    permanent = True
 
 
 class BucketNotFound(PrunejobError):
     reason = "BucketNotFound"
     exit_code = 8
+    permanent = True
 
 
 class AccessDenied(PrunejobError):
     reason = "AccessDenied"
     exit_code = 9
+    permanent = True
 
 
 class EndpointUnreachable(PrunejobError):
     reason = "EndpointUnreachable"
     exit_code = 10
+    permanent = False  # the network may come back: retried
 
 
 class OutputExists(PrunejobError):
     reason = "OutputExists"
     exit_code = 11
+    permanent = True
 
 
 class OutputNotWritable(PrunejobError):
     reason = "OutputNotWritable"
     exit_code = 12
+    permanent = True
 
 
 class VerificationFailed(PrunejobError):
     reason = "VerificationFailed"
     exit_code = 13
+    permanent = True
 
 
 ALL_ERRORS: tuple[type[PrunejobError], ...] = (
@@ -91,30 +106,9 @@ ALL_ERRORS: tuple[type[PrunejobError], ...] = (
 )
 
 EXIT_CODES: dict[str, int] = {cls.reason: cls.exit_code for cls in ALL_ERRORS}
+PERMANENT_ERRORS: tuple[type[PrunejobError], ...] = tuple(c for c in ALL_ERRORS if c.permanent)
+PERMANENT_REASONS: frozenset[str] = frozenset(cls.reason for cls in PERMANENT_ERRORS)
+PERMANENT_EXIT_CODES: tuple[int, ...] = tuple(sorted(cls.exit_code for cls in PERMANENT_ERRORS))
 
-
-# Why an age file could not be decrypted. All keep the DecryptionFailed reason and
-# exit code (stable API for the operator); the class and message say which case it is.
-class WrongKey(DecryptionFailed):
-    """The passphrase does not unwrap the file key (or the stanza was altered)."""
-
-
-class TruncatedFile(DecryptionFailed):
-    """The ciphertext ends before its authenticated final chunk."""
-
-
-class TamperedFile(DecryptionFailed):
-    """A header MAC or a payload chunk failed authentication."""
-
-
-class ReorderedChunks(DecryptionFailed):
-    """A payload chunk authenticates, but at another position than where it is."""
-
-
-class UnsupportedEncryption(DecryptionFailed):
-    """Not an age v1 passphrase file we accept: other recipients, armor, a bad header,
-    or an scrypt work factor outside the accepted range."""
-
-
-class WorkFactorRefused(UnsupportedEncryption):
-    """The header asks for an scrypt work factor above the accepted ceiling (DoS guard)."""
+# A run stopped by SIGINT/SIGTERM: no class, its exit code is 128 + the signal number.
+INTERRUPTED = "Interrupted"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from pruner.errors import InvalidArgument
+from prunejob_contract.errors import InvalidArgument
 
 Normalizer = Literal["max", "L2", "off"]
 Criterion = Literal["union", "intersection", "arithmetic_mean", "geometric_mean"]

@@ -1,0 +1,118 @@
+"""The import rules of the layout (README "Development"), checked on the source files.
+
+Every project module's imports are read with `ast` (function-local ones too, so no
+rule can be dodged by importing late) and checked against the rooms' rules.
+"""
+
+from __future__ import annotations
+
+import ast
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SOURCE_ROOTS = {
+    "prunejob_contract": REPO / "contract" / "prunejob_contract",
+    "prunejob_operator": REPO / "operator" / "prunejob_operator",
+    "pruner": REPO / "pruner",
+    "prunejob": REPO / "prunejob",
+    "devcluster": REPO / "devcluster",
+}
+PROJECT_PACKAGES = frozenset(SOURCE_ROOTS)
+
+
+def module_name(package: str, path: Path) -> str:
+    parts = [package, *path.relative_to(SOURCE_ROOTS[package]).with_suffix("").parts]
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def modules() -> Iterator[tuple[str, Path]]:
+    for package, root in SOURCE_ROOTS.items():
+        for path in sorted(root.rglob("*.py")):
+            yield module_name(package, path), path
+
+
+def imported(module: str, path: Path) -> Iterator[tuple[str, int]]:
+    """(imported module, line) for every import statement in the file."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, node.lineno
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                name = ".".join([*base, node.module] if node.module else base)
+            else:
+                name = node.module or ""
+            yield name, node.lineno
+            for alias in node.names:  # `from pkg import submodule`
+                yield f"{name}.{alias.name}", node.lineno
+
+
+def project_imports(module: str, path: Path) -> Iterator[tuple[str, int]]:
+    for name, line in imported(module, path):
+        if name.partition(".")[0] in PROJECT_PACKAGES:
+            yield name, line
+
+
+ALL = dict(modules())
+
+
+def top(name: str) -> str:
+    return name.partition(".")[0]
+
+
+def test_every_module_opens_with_a_docstring() -> None:
+    missing = [
+        str(path.relative_to(REPO))
+        for _, path in ALL.items()
+        if ast.get_docstring(ast.parse(path.read_text())) is None
+    ]
+    assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("package", "allowed"),
+    [
+        ("prunejob_contract", set()),
+        ("prunejob_operator", {"prunejob_contract"}),
+    ],
+)
+def test_package_imports_only_what_its_room_allows(package: str, allowed: set[str]) -> None:
+    bad = [
+        f"{path.relative_to(REPO)}:{line} imports {name}"
+        for module, path in ALL.items()
+        if top(module) == package
+        for name, line in project_imports(module, path)
+        if top(name) not in allowed | {package}
+    ]
+    assert bad == []
+
+
+def test_contract_needs_no_third_party_package() -> None:
+    stdlib = {"__future__", "base64", "json", "zlib", "dataclasses", "typing", "argparse"}
+    bad = [
+        f"{path.relative_to(REPO)}:{line} imports {name}"
+        for module, path in ALL.items()
+        if top(module) == "prunejob_contract"
+        for name, line in imported(module, path)
+        if top(name) not in stdlib | {"prunejob_contract"}
+    ]
+    assert bad == []
+
+
+def test_operator_install_has_no_tensorflow() -> None:
+    """What the operator image installs: the base dependencies and the operator extra."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = project["dependencies"] + project["optional-dependencies"]["operator"]
+    assert not [req for req in wanted if req.lower().startswith(("tensorflow", "keras"))]
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "--extra operator" in dockerfile
