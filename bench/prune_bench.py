@@ -52,8 +52,8 @@ def worker_setup(name: str, size: int, path: Path) -> dict[str, Any]:
     import keras
 
     from prunejob_contract.settings import PruneSettings
-    from pruner.plan import prepare
-    from pruner.target import choose_threshold
+    from pruner.core.plan import prepare
+    from pruner.core.target import choose_threshold
 
     builder = getattr(keras.applications, MODELS[name])
     model = builder(weights=None, input_shape=(size, size, 3))
@@ -84,7 +84,13 @@ def worker_prune(path: Path, output: Path, threshold: float) -> dict[str, Any]:
     from pruner.progress import Progress
 
     # Import costs stay outside the clock, as for the baseline.
-    for module in ("keras", "pruner.plan", "pruner.surgery", "pruner.counting", "pruner.graph"):
+    for module in (
+        "keras",
+        "pruner.core.plan",
+        "pruner.core.surgery",
+        "pruner.core.counting",
+        "pruner.core.graph",
+    ):
         importlib.import_module(module)
 
     request = PruneRequest(

@@ -25,6 +25,7 @@ from prunejob_contract.arguments import OneLineParser
 from prunejob_contract.errors import InvalidArgument, PrunejobError
 from prunejob_contract.settings import CRITERIA, NORMALIZERS, PruneSettings
 from pruner.artifacts import DEFAULT_TERMINATION_LOG, write_termination_log
+from pruner.core.target import validate_target_ratio
 from pruner.keys import KEY_ENV, resolve_key
 from pruner.pipeline import (  # no TensorFlow
     PruneRequest,
@@ -34,7 +35,6 @@ from pruner.pipeline import (  # no TensorFlow
 )
 from pruner.progress import Progress
 from pruner.report import format_summary
-from pruner.target import validate_target_ratio
 
 DEFAULTS = PruneSettings()
 EPILOG = f"""\

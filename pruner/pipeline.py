@@ -27,16 +27,16 @@ from prunejob_contract.errors import (
 )
 from prunejob_contract.settings import PruneSettings
 from pruner import artifacts, modelio, storage
+from pruner.core.target import TargetChoice, choose_threshold
 from pruner.progress import Progress
 from pruner.report import build_report, write_json
 from pruner.storage import LocalPath, Location, S3Object, S3Options
-from pruner.target import TargetChoice, choose_threshold
 
 if TYPE_CHECKING:
     import keras
     import numpy as np
 
-    from pruner.plan import PreparedModel, PrunePlan
+    from pruner.core.plan import PreparedModel, PrunePlan
 
 # --verify: outputs may differ by float32 rounding only. Removing exactly-zero terms
 # reorders sums, so the bound is relative to each output's magnitude.
@@ -326,7 +326,7 @@ def choose_plan(
 def plan_step(
     model: keras.Model, request: PruneRequest, progress: Progress
 ) -> tuple[PreparedModel, PrunePlan, TargetChoice | None]:
-    from pruner.plan import prepare
+    from pruner.core.plan import prepare
 
     with progress.step("preparing", "(channel graph and filter statistics)"):
         prepared = prepare(model, request.settings)
@@ -350,7 +350,7 @@ def surgery_step(
     prepared: PreparedModel, plan: PrunePlan, request: PruneRequest, progress: Progress
 ) -> tuple[keras.Model, dict[str, Any] | None]:
     """The pruned model, and the --verify result when asked for."""
-    from pruner.surgery import apply_plan
+    from pruner.core.surgery import apply_plan
 
     with progress.step("surgery"):
         pruned = apply_plan(prepared.model, plan)
@@ -384,7 +384,7 @@ def checked_totals(
 ) -> dict[str, dict[str, int]]:
     """The plan's predicted counts, with the parameter count the pruned model really has
     (they agree unless the core has a bug, which is then reported, not hidden)."""
-    from pruner.counting import count_params
+    from pruner.core.counting import count_params
 
     counted = count_params(pruned)
     if counted == totals["params"]["after"]:
@@ -416,7 +416,7 @@ def verify_pruned(original: keras.Model, plan: PrunePlan, pruned: keras.Model) -
     must agree within float32 rounding (VerificationFailed otherwise)."""
     import numpy as np
 
-    from pruner.masking import mask_removed_filters
+    from pruner.core.masking import mask_removed_filters
 
     masked = mask_removed_filters(original, plan)
     batch = random_batch(original)

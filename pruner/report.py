@@ -11,7 +11,7 @@ REPORT_VERSION = 1
 
 
 class LayerCounts(Protocol):
-    """What the report needs of a pruner.plan.LayerPlan."""
+    """What the report needs of a pruner.core.plan.LayerPlan."""
 
     name: str
     type: str

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from prunejob_contract.settings import PruneSettings
-from pruner.plan import LayerPlan
+from pruner.core.plan import LayerPlan
 from pruner.report import build_report, format_summary, human_bytes, human_count, write_json
 
 TOTALS = {

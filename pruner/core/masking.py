@@ -13,21 +13,19 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pruner.counting import layer_indices
-from pruner.graph import LayerRecord, as_functional, build_graph
-from pruner.surgery import find_layer, strip_build_configs
+from pruner.core.counting import layer_indices
+from pruner.core.graph import IN, LayerRecord
+from pruner.core.plan import PrunePlan, kept_from_plan
+from pruner.core.surgery import find_layer, strip_build_configs
+from pruner.core.walk import as_functional, build_graph
 
 if TYPE_CHECKING:
     import keras
 
-    from pruner.plan import PrunePlan
-
 
 def mask_removed_filters(model: keras.Model, plan: PrunePlan) -> keras.Model:
     """A copy of `model` (same architecture) whose removed filters are zeroed."""
-    import keras
-
-    from pruner.plan import kept_from_plan
+    import keras  # lazy: importing the pruner must not load TensorFlow
 
     model = as_functional(model)
     graph = build_graph(model, plan.settings.excluded_layers)
@@ -50,8 +48,6 @@ def mask_removed_filters(model: keras.Model, plan: PrunePlan) -> keras.Model:
 def _zero_removed(
     rec: LayerRecord, values: list[np.ndarray], in_idx: np.ndarray, out_idx: np.ndarray
 ) -> None:
-    from pruner.layers import IN
-
     kind = rec.kind
     kept_idx = in_idx if kind.mask_role == IN else out_idx
     roles = kind.roles(rec)

@@ -13,10 +13,10 @@ import keras
 import pytest
 
 from prunejob_contract.settings import PruneSettings
-from pruner.counting import count_flops, count_params
-from pruner.masking import mask_removed_filters
-from pruner.plan import prepare
-from pruner.surgery import apply_plan
+from pruner.core.counting import count_flops, count_params
+from pruner.core.masking import mask_removed_filters
+from pruner.core.plan import prepare
+from pruner.core.surgery import apply_plan
 from tests.pruner.builders import (
     max_abs_diff,
     max_abs_output,

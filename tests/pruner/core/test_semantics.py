@@ -15,8 +15,8 @@ from keras import layers
 
 from prunejob_contract.errors import InvalidArgument
 from prunejob_contract.settings import PruneSettings
-from pruner.plan import PrunePlan, compute_plan, prepare
-from pruner.stats import filter_norms, merge, normalize, retained_count, retained_indices
+from pruner.core.plan import PrunePlan, compute_plan, prepare
+from pruner.core.stats import filter_norms, merge, normalize, retained_count, retained_indices
 
 ONE_BY_ONE = PruneSettings(threshold=0.1, granularity=1, min_num_filters=1)
 

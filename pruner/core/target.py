@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from prunejob_contract.errors import InvalidArgument
 
-if TYPE_CHECKING:
-    from pruner.plan import PreparedModel
+if TYPE_CHECKING:  # annotations only: --target-ratio validation needs no numpy
+    from pruner.core.plan import PreparedModel
 
 Metric = Literal["params", "filters", "flops"]
 

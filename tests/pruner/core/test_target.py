@@ -7,7 +7,7 @@ import bisect
 import pytest
 
 from prunejob_contract.errors import InvalidArgument
-from pruner.target import candidate_thresholds, search_threshold, validate_target_ratio
+from pruner.core.target import candidate_thresholds, search_threshold, validate_target_ratio
 
 STATS = [0.05, 0.2, 0.2, 0.4, 0.9, 1.0]
 

@@ -3,7 +3,7 @@
 `prepare` builds the channel graph and the per-filter statistics once (steps 1 and 3
 of the semantics); `PreparedModel.plan(threshold)` re-runs only step 2, so searching
 many thresholds (`--target-ratio`) is cheap. Nothing here rebuilds a model: surgery
-(`pruner.surgery.apply_plan`) consumes the plan.
+(`pruner.core.surgery.apply_plan`) consumes the plan.
 
 Layer names in a plan are graph paths: the layer name for top-level layers and
 `outer/inner` for layers inside nested models.
@@ -18,13 +18,13 @@ import numpy as np
 
 from prunejob_contract.errors import InvalidArgument, UnsupportedLayer
 from prunejob_contract.settings import PruneSettings
-from pruner.graph import ChannelGraph, Piece, as_functional, build_graph
-from pruner.stats import merge, normalize, retained_indices
+from pruner.core.counting import graph_totals
+from pruner.core.graph import ChannelGraph, KeptByRoot, Piece
+from pruner.core.stats import merge, normalize, retained_indices
+from pruner.core.walk import as_functional, build_graph
 
 if TYPE_CHECKING:
     import keras
-
-KeptByRoot = dict[int, np.ndarray]  # union-find root source -> kept indices
 
 
 @dataclass
@@ -145,8 +145,6 @@ class PreparedModel:
 
     def totals(self, plan: PrunePlan) -> dict[str, dict[str, int]]:
         """Params, filters and FLOPs before/after `plan`, computed without surgery."""
-        from pruner.counting import graph_totals
-
         if self._totals_before is None:
             full = {root: np.arange(size) for root, size in self.root_sizes.items()}
             self._totals_before = graph_totals(self.graph, full)

@@ -15,20 +15,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pruner.counting import layer_indices
-from pruner.graph import as_functional, build_graph
+from pruner.core.counting import layer_indices
+from pruner.core.plan import PrunePlan, kept_from_plan
+from pruner.core.walk import as_functional, build_graph
 
 if TYPE_CHECKING:
     import keras
 
-    from pruner.plan import PrunePlan
-
 
 def apply_plan(model: keras.Model, plan: PrunePlan) -> keras.Model:
     """A new functional model with the plan's filters removed; `model` is not changed."""
-    import keras
-
-    from pruner.plan import kept_from_plan
+    import keras  # lazy: importing the pruner must not load TensorFlow
 
     model = as_functional(model)
     graph = build_graph(model, plan.settings.excluded_layers)
@@ -71,7 +68,7 @@ class _Preset:
         self.value = value
 
     def __call__(self, shape: Any, dtype: Any = None) -> Any:
-        import keras
+        import keras  # lazy: importing the pruner must not load TensorFlow
 
         if tuple(shape) != self.value.shape:
             raise ValueError(f"preset weight has shape {self.value.shape}, layer wants {shape}")

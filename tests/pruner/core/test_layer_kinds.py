@@ -17,10 +17,10 @@ from keras import layers, ops
 
 from prunejob_contract.errors import InvalidModel, UnsupportedLayer
 from prunejob_contract.settings import PruneSettings
-from pruner.counting import count_flops, count_params
-from pruner.graph import as_functional
-from pruner.plan import PrunePlan, compute_plan, prepare
-from pruner.surgery import apply_plan
+from pruner.core.counting import count_flops, count_params
+from pruner.core.plan import PrunePlan, compute_plan, prepare
+from pruner.core.surgery import apply_plan
+from pruner.core.walk import as_functional
 from tests.pruner.builders import (
     find_layer,
     max_abs_diff,

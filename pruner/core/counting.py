@@ -14,12 +14,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pruner.graph import ChannelGraph, LayerRecord, as_functional, build_graph
+from pruner.core.graph import ChannelGraph, KeptByRoot, LayerRecord
+from pruner.core.walk import as_functional, build_graph
 
 if TYPE_CHECKING:
     import keras
-
-    from pruner.plan import KeptByRoot
 
 
 def count_params(model: keras.Model) -> int:
