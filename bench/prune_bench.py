@@ -80,8 +80,10 @@ def worker_plain(path: Path, output: Path) -> dict[str, Any]:
 
 def worker_prune(path: Path, output: Path, threshold: float) -> dict[str, Any]:
     from prunejob_contract.settings import PruneSettings
-    from pruner.pipeline import PruneRequest, run_prune
-    from pruner.progress import Progress
+    from pruner.app.pipeline import run_prune
+    from pruner.app.progress import Progress
+    from pruner.app.request import PruneRequest
+    from pruner.io.locations import parse_uri
 
     # Import costs stay outside the clock, as for the baseline.
     for module in (
@@ -94,8 +96,8 @@ def worker_prune(path: Path, output: Path, threshold: float) -> dict[str, Any]:
         importlib.import_module(module)
 
     request = PruneRequest(
-        model=str(path),
-        output=str(output),
+        model=parse_uri(str(path)),
+        output=parse_uri(str(output)),
         settings=PruneSettings(threshold=threshold),
         overwrite=True,  # --repeat writes the same output again
     )
