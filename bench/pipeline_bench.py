@@ -4,10 +4,10 @@
 
 Runs against moto in server mode (a real HTTP S3 endpoint on 127.0.0.1):
 1. build the keras.applications model (weights=None) and save it as .keras (setup);
-2. encrypt it with age and upload it (publish_output)               -> "encrypt+upload input";
-3. download and decrypt it to private tmpfs (model_input)           -> "download+decrypt";
+2. encrypt it with age and upload it (publish_model)                -> "encrypt+upload input";
+3. download and decrypt it to private tmpfs (fetch_model)           -> "download+decrypt";
 4. `prunejob prune` on local plain files, in a fresh process        -> "prune (local files)";
-5. encrypt the pruned model and upload it (publish_output)          -> "encrypt+upload output";
+5. encrypt the pruned model and upload it (publish_model)           -> "encrypt+upload output";
 6. `prunejob prune -m s3://... -o s3://... --key-file ... --s3-endpoint ...`, fresh
    process, the way the operator's pod runs it                      -> "prune (S3, encrypted)".
 The S3+crypto overhead is (6) - (4), compared with (3) + (5) and with (4) itself;

@@ -1,7 +1,8 @@
 """`prunejob prune` and `tlt-prune`: TAO's flags, one-line errors, a short summary.
 
-Three layers, kept apart: argument parsing (`build_parser`, `parse_request`), the
-pipeline (`pruner.pipeline.run_prune`, which owns file and S3 I/O), and presentation
+Three layers, kept apart: argument parsing (`build_parser`, `parse_request`: every
+path and URI parsed once into a typed location), the pipeline
+(`pruner.app.pipeline.run_prune`, which owns file and S3 I/O), and presentation
 (`prune_main`: summary on stdout, progress and errors on stderr, exit codes from
 `prunejob_contract.errors`, the termination log of the worker contract).
 
@@ -229,22 +230,20 @@ def parse_request(argv: Sequence[str], prog: str) -> PruneRequest:
     )
     if args.output is None and not args.dry_run:
         raise InvalidArgument("-o/--output_file is required (unless --dry-run)")
-    # `-k ""` is TAO's "no key" (its default), so --key-file / PRUNEJOB_KEY still apply.
-    key = resolve_key(args.key or None, args.key_file)
-    s3 = S3Options(endpoint_url=args.s3_endpoint)  # boto3 is imported only when S3 is used
-    return PruneRequest(
+    return PruneRequest(  # keyword arguments are evaluated (and validated) in this order
+        settings=settings,
+        target_ratio=args.target_ratio,
+        # `-k ""` is TAO's "no key" (its default), so --key-file / PRUNEJOB_KEY still apply.
+        key=resolve_key(args.key or None, args.key_file),
+        s3=S3Options(endpoint_url=args.s3_endpoint),  # boto3 is imported only when S3 is used
         model=parse_uri(args.model),
         output=None if args.output is None else parse_uri(args.output),
-        settings=settings,
-        key=key,
-        target_ratio=args.target_ratio,
         report=None if args.report is None else parse_uri(args.report),
         dry_run=args.dry_run,
         verify=args.verify,
         force=args.force,
         overwrite=args.overwrite,
         safe_mode=args.safe_mode,
-        s3=s3,
     )
 
 

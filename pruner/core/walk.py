@@ -10,6 +10,7 @@ functional and Sequential models are walked in place, their layers named
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from prunejob_contract.errors import InvalidModel, UnsupportedLayer
@@ -59,6 +60,17 @@ def build_graph(model: keras.Model, excluded: Iterable[str] = ()) -> ChannelGrap
     return graph
 
 
+@dataclass
+class _Scope:
+    """One functional model being walked: its layers' path prefix and objects, and the
+    layouts and shapes of its tensors (by `[layer, node, tensor]` reference)."""
+
+    prefix: str
+    ops: dict[str, Any]
+    shapes: dict[TensorRef, Shape]
+    tensors: dict[TensorRef, Layout] = field(default_factory=dict)
+
+
 class _Walker:
     def __init__(self, graph: ChannelGraph):
         self.graph = graph
@@ -94,10 +106,10 @@ class _Walker:
         self, model: Any, config: dict[str, Any], prefix: str, bound: list[Layout] | None
     ) -> list[Layout]:
         graph = self.graph
-        ops = {op.name: op for op in model.operations}
         inputs = tensor_refs(config["input_layers"])
         outputs = tensor_refs(config["output_layers"])
-        shapes: dict[TensorRef, Shape] = {}
+        scope = _Scope(prefix, {op.name: op for op in model.operations}, {})
+        shapes, tensors = scope.shapes, scope.tensors
         for entry in config["layers"]:
             for node in entry["inbound_nodes"]:
                 for t in iter_keras_tensors(node):
@@ -107,14 +119,13 @@ class _Walker:
         if bound is not None and len(bound) != len(inputs):
             raise InvalidModel(f"nested model '{prefix[:-1]}' is called with {len(bound)} inputs")
 
-        tensors: dict[TensorRef, Layout] = {}
         input_names = [ref[0] for ref in inputs]
         # (entry, node index) in config order; a shared layer's later call may read a tensor
         # made further down the list, so calls whose inputs are not ready wait their turn
         pending: list[tuple[dict[str, Any], int]] = []
         for entry in config["layers"]:
             if entry["class_name"] == "InputLayer":
-                layout = self.input_layer(prefix, ops, entry, input_names, bound)
+                layout = self.input_layer(scope, entry, input_names, bound)
                 tensors[(entry["name"], 0, 0)] = layout
             else:
                 pending.extend((entry, i) for i in range(len(entry["inbound_nodes"])))
@@ -124,7 +135,7 @@ class _Walker:
                 node = entry["inbound_nodes"][node_index]
                 refs = [tuple(t["keras_history"]) for t in iter_keras_tensors(node)]
                 if all(ref in tensors for ref in refs):
-                    outs = self.call(prefix, ops, entry, node_index, refs, tensors, shapes)
+                    outs = self.call(scope, entry, node_index, refs)
                     for i, layout in enumerate(outs):
                         tensors[(entry["name"], node_index, i)] = layout
                 else:
@@ -146,8 +157,7 @@ class _Walker:
 
     def input_layer(
         self,
-        prefix: str,
-        ops: dict[str, Any],
+        scope: _Scope,
         entry: dict[str, Any],
         input_names: list[str],
         bound: list[Layout] | None,
@@ -155,7 +165,7 @@ class _Walker:
         """A top-level input is a fixed (pinned) source; a nested model's input takes the
         layout its caller passes in."""
         name = entry["name"]
-        rec = self.record(prefix + name, "InputLayer", ops.get(name), entry)
+        rec = self.record(scope.prefix + name, "InputLayer", scope.ops.get(name), entry)
         shape = parse_shape(entry["config"]["batch_shape"])
         if bound is None:
             size = channel_count(self.graph.channels_first, shape)
@@ -168,25 +178,18 @@ class _Walker:
         return layout
 
     def call(
-        self,
-        prefix: str,
-        ops: dict[str, Any],
-        entry: dict[str, Any],
-        node_index: int,
-        refs: list[Any],
-        tensors: dict[TensorRef, Layout],
-        shapes: dict[TensorRef, Shape],
+        self, scope: _Scope, entry: dict[str, Any], node_index: int, refs: list[Any]
     ) -> list[Layout]:
         name, class_name = entry["name"], entry["class_name"]
-        path = prefix + name
-        in_layouts = [tensors[ref] for ref in refs]
+        path, op, shapes = scope.prefix + name, scope.ops.get(name), scope.shapes
+        in_layouts = [scope.tensors[ref] for ref in refs]
         in_shapes = [shapes[ref] for ref in refs]
         out_shapes = []
         while (name, node_index, len(out_shapes)) in shapes:
             out_shapes.append(shapes[(name, node_index, len(out_shapes))])
         if class_name in NESTED_MODEL_CLASSES:
-            return self.walk_nested(path, ops.get(name), entry, in_layouts, in_shapes)
-        rec = self.record(path, class_name, ops.get(name), entry)
+            return self.walk_nested(path, op, entry, in_layouts, in_shapes)
+        rec = self.record(path, class_name, op, entry)
         node = entry["inbound_nodes"][node_index]
         return self.run(rec, Call(in_layouts, in_shapes, out_shapes=out_shapes, node=node))
 
@@ -200,7 +203,7 @@ class _Walker:
     ) -> list[Layout]:
         config = entry["config"]
         if entry["class_name"] == "Sequential":
-            return self.walk_sequential(path, model, config, in_layouts, in_shapes)
+            return self.walk_sequential(path, model, config, in_layouts[0], in_shapes[0])
         if "input_layers" not in config or "layers" not in config:
             raise UnsupportedLayer(
                 f"nested model '{path}' (type {entry['class_name']}) is not functional"
@@ -208,15 +211,10 @@ class _Walker:
         return self.walk_functional(model, config, path + "/", in_layouts)
 
     def walk_sequential(
-        self,
-        path: str,
-        model: Any,
-        config: dict[str, Any],
-        in_layouts: list[Layout],
-        in_shapes: list[Shape],
+        self, path: str, model: Any, config: dict[str, Any], layout: Layout, shape: Shape
     ) -> list[Layout]:
+        """A Sequential model's layers, in order, on its one input."""
         by_name = {layer.name: layer for layer in model.layers}
-        layout, shape = in_layouts[0], in_shapes[0]
         for entry in config["layers"]:
             name, class_name = entry.get("name") or entry["config"]["name"], entry["class_name"]
             inner_path = f"{path}/{name}"

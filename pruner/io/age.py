@@ -19,6 +19,7 @@ import base64
 import hmac
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
@@ -287,6 +288,24 @@ def _read_full(src: BinaryIO, buffer: memoryview) -> int:
     return filled
 
 
+def _chunks(src: BinaryIO, size: int) -> Iterator[tuple[int, memoryview, bool]]:
+    """(position, chunk, is last) for each `size`-byte chunk of the stream, reading one
+    chunk ahead: only a full chunk can have a successor, a short read means the end.
+    Two buffers, reused: a chunk is valid until the next one is asked for."""
+    current, upcoming = memoryview(bytearray(size)), memoryview(bytearray(size))
+    filled = _read_full(src, current)
+    counter = 0
+    while True:
+        next_filled = _read_full(src, upcoming) if filled == size else 0
+        last = next_filled == 0
+        yield counter, current[:filled], last
+        if last:
+            return
+        current, upcoming = upcoming, current
+        filled = next_filled
+        counter += 1
+
+
 def encrypt_stream(
     src: BinaryIO,
     dst: Sink,
@@ -302,23 +321,13 @@ def encrypt_stream(
     dst.write(nonce)
     written = len(header) + len(nonce)
     aead = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
-    current, upcoming = memoryview(bytearray(CHUNK_SIZE)), memoryview(bytearray(CHUNK_SIZE))
     sealed = memoryview(bytearray(ENCRYPTED_CHUNK_SIZE))
-    filled = _read_full(src, current)
-    counter = 0
-    while True:
-        # Only a full chunk can have a successor; a short read means end of stream.
-        next_filled = _read_full(src, upcoming) if filled == CHUNK_SIZE else 0
-        last = next_filled == 0
-        out = sealed[: filled + TAG_SIZE]
-        aead.encrypt_into(_chunk_nonce(counter, last), current[:filled], None, out)
+    for counter, chunk, last in _chunks(src, CHUNK_SIZE):
+        out = sealed[: len(chunk) + TAG_SIZE]
+        aead.encrypt_into(_chunk_nonce(counter, last), chunk, None, out)
         dst.write(out)
         written += len(out)
-        if last:
-            return written
-        current, upcoming = upcoming, current
-        filled = next_filled
-        counter += 1
+    return written
 
 
 def _diagnose_chunk(
@@ -374,19 +383,12 @@ def decrypt_stream(
     if len(nonce) != PAYLOAD_NONCE_SIZE:
         raise TruncatedFile("the age file ends before its payload: the file is truncated")
     aead = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
-    current = memoryview(bytearray(ENCRYPTED_CHUNK_SIZE))
-    upcoming = memoryview(bytearray(ENCRYPTED_CHUNK_SIZE))
     opened = memoryview(bytearray(CHUNK_SIZE))
-    filled = _read_full(src, current)
-    counter = 0
     total = 0
-    while True:
-        next_filled = _read_full(src, upcoming) if filled == ENCRYPTED_CHUNK_SIZE else 0
-        last = next_filled == 0
-        if filled < TAG_SIZE:
+    for counter, chunk, last in _chunks(src, ENCRYPTED_CHUNK_SIZE):
+        if len(chunk) < TAG_SIZE:
             raise TruncatedFile(f"the age file ends inside chunk {counter}: the file is truncated")
-        chunk = current[:filled]
-        out = opened[: filled - TAG_SIZE]
+        out = opened[: len(chunk) - TAG_SIZE]
         try:
             aead.decrypt_into(_chunk_nonce(counter, last), chunk, None, out)
         except InvalidTag:
@@ -395,8 +397,4 @@ def decrypt_stream(
             raise TamperedFile("the age payload ends with an empty chunk: the file was modified")
         dst.write(out)
         total += len(out)
-        if last:
-            return total
-        current, upcoming = upcoming, current
-        filled = next_filled
-        counter += 1
+    return total

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from pruner.io.locations import S3Object
 from pruner.io.s3 import S3Options, S3Store, make_client
 from tests.s3_server import moto_server
 
@@ -60,6 +61,9 @@ class S3Env:
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
+
+    def location(self, key: str) -> S3Object:
+        return S3Object(self.bucket, key)
 
     def object_keys(self) -> list[str]:
         listing = self.client.list_objects_v2(Bucket=self.bucket)

@@ -44,7 +44,7 @@ def test_input_bucket_missing(s3) -> None:
 def test_input_key_missing(s3) -> None:
     with (
         pytest.raises(ModelNotFound) as caught,
-        transfer.fetch_model(parse_uri(s3.uri("missing.keras")), None, s3.store),
+        transfer.fetch_model(s3.location("missing.keras"), None, s3.store),
     ):
         pass
     assert s3.uri("missing.keras") in one_line(caught.value)
@@ -100,7 +100,7 @@ def test_endpoint_from_standard_environment(s3, monkeypatch) -> None:
     s3.client.put_object(Bucket=s3.bucket, Key="m.h5", Body=b"\x89HDF\r\n\x1a\nrest")
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3.endpoint)
     store = S3Store(S3Options(max_attempts=1))
-    with transfer.fetch_model(parse_uri(s3.uri("m.h5")), None, store) as path:
+    with transfer.fetch_model(s3.location("m.h5"), None, store) as path:
         assert path.read_bytes().startswith(b"\x89HDF")
 
 
@@ -115,7 +115,7 @@ def test_wrong_credentials(s3, monkeypatch) -> None:
     with (
         moto_auth(s3.endpoint),
         pytest.raises(AccessDenied) as caught,
-        transfer.fetch_model(parse_uri(s3.uri("m.keras")), None, s3.store),
+        transfer.fetch_model(s3.location("m.keras"), None, s3.store),
     ):
         pass
     assert "credentials" in one_line(caught.value)
@@ -148,7 +148,7 @@ def test_access_denied_by_policy(s3, monkeypatch) -> None:
     with (
         moto_auth(s3.endpoint),
         pytest.raises(AccessDenied) as caught,
-        transfer.fetch_model(parse_uri(s3.uri("m.keras")), None, s3.store),
+        transfer.fetch_model(s3.location("m.keras"), None, s3.store),
     ):
         pass
     assert "access denied" in one_line(caught.value)

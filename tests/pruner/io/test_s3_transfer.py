@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from prunejob_contract.errors import OutputExists, PrunejobError
-from pruner.io.locations import parse_uri
 
 pytestmark = pytest.mark.usefixtures("aws_environment")
 
@@ -19,7 +18,7 @@ MiB = 1024 * 1024
 def test_small_round_trip(s3, tmp_path: Path) -> None:
     source = tmp_path / "small.bin"
     source.write_bytes(b"tiny model")
-    obj = parse_uri(s3.uri("small.bin"))
+    obj = s3.location("small.bin")
     s3.store.upload(source, obj, overwrite=False, metadata={"sha256": "abc"})
     assert s3.get("small.bin") == b"tiny model"
     head = s3.client.head_object(Bucket=s3.bucket, Key="small.bin")
@@ -32,7 +31,7 @@ def test_small_round_trip(s3, tmp_path: Path) -> None:
 def test_multipart_upload_and_ranged_download(s3, tmp_path: Path) -> None:
     data = os.urandom(12 * MiB)  # three 5 MiB parts
     (tmp_path / "big.bin").write_bytes(data)
-    obj = parse_uri(s3.uri("big.bin"))
+    obj = s3.location("big.bin")
     seen: list[int] = []
     s3.store.upload(tmp_path / "big.bin", obj, overwrite=False, progress=seen.append)
     assert sum(seen) == len(data)
@@ -47,7 +46,7 @@ def test_multipart_upload_and_ranged_download(s3, tmp_path: Path) -> None:
 def test_no_overwrite_without_permission(s3, tmp_path: Path) -> None:
     (tmp_path / "new").write_bytes(b"new")
     s3.client.put_object(Bucket=s3.bucket, Key="out", Body=b"old")
-    obj = parse_uri(s3.uri("out"))
+    obj = s3.location("out")
     with pytest.raises(OutputExists, match="--overwrite"):
         s3.store.upload(tmp_path / "new", obj, overwrite=False)
     assert s3.get("out") == b"old"
@@ -61,7 +60,7 @@ def test_concurrent_writer_wins_and_is_not_clobbered(s3, tmp_path: Path, size: i
     """The existence check happens first, but the store enforces it atomically too:
     an object that appears during our upload makes it fail with OutputExists."""
     (tmp_path / "ours").write_bytes(os.urandom(size))
-    obj = parse_uri(s3.uri("race"))
+    obj = s3.location("race")
     raced = []
 
     def other_writer(_: int) -> None:
@@ -78,7 +77,7 @@ def test_concurrent_writer_wins_and_is_not_clobbered(s3, tmp_path: Path, size: i
 @pytest.mark.timeout(60)
 def test_failure_mid_upload_leaves_nothing(s3, tmp_path: Path) -> None:
     (tmp_path / "big.bin").write_bytes(os.urandom(12 * MiB))
-    obj = parse_uri(s3.uri("partial.bin"))
+    obj = s3.location("partial.bin")
     moved: list[int] = []
 
     def fail_after_first_part(count: int) -> None:
@@ -97,5 +96,5 @@ def test_download_replaces_nothing_on_failure(s3, tmp_path: Path) -> None:
     target = tmp_path / "model.keras"
     target.write_bytes(b"previous")
     with pytest.raises(PrunejobError):
-        s3.store.download(parse_uri(s3.uri("absent")), target)
+        s3.store.download(s3.location("absent"), target)
     assert target.read_bytes() == b"previous"

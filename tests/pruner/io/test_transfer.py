@@ -49,7 +49,7 @@ def test_plain_local_to_encrypted_s3(s3, tmp_path: Path) -> None:
     (tmp_path / "pruned.keras").write_bytes(KERAS)
     result = transfer.publish_model(
         tmp_path / "pruned.keras",
-        parse_uri(s3.uri("out/model.keras.age")),
+        s3.location("out/model.keras.age"),
         KEY,
         s3.store,
         overwrite=False,
@@ -63,14 +63,14 @@ def test_plain_local_to_encrypted_s3(s3, tmp_path: Path) -> None:
     }
     head = s3.client.head_object(Bucket=s3.bucket, Key="out/model.keras.age")
     assert head["Metadata"] == {"sha256": sha256(stored), "size": str(len(stored))}
-    with transfer.fetch_model(parse_uri(s3.uri("out/model.keras.age")), KEY, s3.store) as plain:
+    with transfer.fetch_model(s3.location("out/model.keras.age"), KEY, s3.store) as plain:
         assert plain.read_bytes() == KERAS
 
 
 @pytest.mark.timeout(60)
 def test_encrypted_s3_to_encrypted_s3(s3) -> None:
     s3.client.put_object(Bucket=s3.bucket, Key="in/resnet.h5.age", Body=encrypted(H5))
-    with transfer.fetch_model(parse_uri(s3.uri("in/resnet.h5.age")), KEY, s3.store) as plain:
+    with transfer.fetch_model(s3.location("in/resnet.h5.age"), KEY, s3.store) as plain:
         assert plain.suffix == ".h5"  # Keras picks the format from the extension
         assert plain.read_bytes() == H5
         mode = plain.stat().st_mode
@@ -78,7 +78,7 @@ def test_encrypted_s3_to_encrypted_s3(s3) -> None:
         assert stat.S_IMODE(plain.parent.stat().st_mode) == 0o700
         result = transfer.publish_model(
             plain,
-            parse_uri(s3.uri("out/resnet.h5.age")),
+            s3.location("out/resnet.h5.age"),
             KEY,
             s3.store,
             overwrite=False,
@@ -88,7 +88,7 @@ def test_encrypted_s3_to_encrypted_s3(s3) -> None:
     stored = s3.get("out/resnet.h5.age")
     assert result["sha256"] == sha256(stored)
     assert stored != encrypted(H5)  # re-encrypted with a fresh file key and nonce
-    with transfer.fetch_model(parse_uri(s3.uri("out/resnet.h5.age")), KEY, s3.store) as again:
+    with transfer.fetch_model(s3.location("out/resnet.h5.age"), KEY, s3.store) as again:
         assert again.read_bytes() == H5
 
 
@@ -98,7 +98,7 @@ def test_multipart_encrypted_output(s3, tmp_path: Path) -> None:
     (tmp_path / "big.keras").write_bytes(data)
     result = transfer.publish_model(
         tmp_path / "big.keras",
-        parse_uri(s3.uri("big.keras.age")),
+        s3.location("big.keras.age"),
         KEY,
         s3.store,
         overwrite=False,
@@ -107,16 +107,16 @@ def test_multipart_encrypted_output(s3, tmp_path: Path) -> None:
     head = s3.client.head_object(Bucket=s3.bucket, Key="big.keras.age")
     assert head["ETag"].strip('"').endswith("-3")
     assert head["ContentLength"] == result["bytes"]
-    with transfer.fetch_model(parse_uri(s3.uri("big.keras.age")), KEY, s3.store) as plain:
+    with transfer.fetch_model(s3.location("big.keras.age"), KEY, s3.store) as plain:
         assert plain.read_bytes() == data
 
 
 def test_plain_s3_input_keeps_or_guesses_the_extension(s3) -> None:
     s3.client.put_object(Bucket=s3.bucket, Key="model.keras", Body=KERAS)
     s3.client.put_object(Bucket=s3.bucket, Key="no-extension", Body=H5)
-    with transfer.fetch_model(parse_uri(s3.uri("model.keras")), None, s3.store) as plain:
+    with transfer.fetch_model(s3.location("model.keras"), None, s3.store) as plain:
         assert plain.suffix == ".keras" and plain.read_bytes() == KERAS
-    with transfer.fetch_model(parse_uri(s3.uri("no-extension")), None, s3.store) as plain:
+    with transfer.fetch_model(s3.location("no-extension"), None, s3.store) as plain:
         assert plain.suffix == ".h5"  # sniffed from the HDF5 signature
 
 
@@ -124,7 +124,7 @@ def test_encrypted_input_needs_a_key(s3, tmp_path: Path) -> None:
     s3.client.put_object(Bucket=s3.bucket, Key="m.keras.age", Body=encrypted(KERAS))
     with (
         pytest.raises(KeyRequired) as caught,
-        transfer.fetch_model(parse_uri(s3.uri("m.keras.age")), None, s3.store),
+        transfer.fetch_model(s3.location("m.keras.age"), None, s3.store),
     ):
         pass
     assert "--key-file" in str(caught.value) and caught.value.exit_code == 7
@@ -148,7 +148,7 @@ def test_plaintext_removed_on_every_exit_path(s3, tmp_path: Path, monkeypatch) -
     # The caller fails while using the model.
     with (
         pytest.raises(RuntimeError),
-        transfer.fetch_model(parse_uri(s3.uri("m.keras.age")), KEY, s3.store) as plain,
+        transfer.fetch_model(s3.location("m.keras.age"), KEY, s3.store) as plain,
     ):
         assert plain.parent.parent == scratch
         (plain.parent / "keras-extracted-weights.h5").write_bytes(b"w")  # as Keras may do
@@ -156,7 +156,7 @@ def test_plaintext_removed_on_every_exit_path(s3, tmp_path: Path, monkeypatch) -
     # Decryption fails: wrong key.
     with (
         pytest.raises(WrongKey),
-        transfer.fetch_model(parse_uri(s3.uri("m.keras.age")), "wrong key", s3.store),
+        transfer.fetch_model(s3.location("m.keras.age"), "wrong key", s3.store),
     ):
         pass
     assert scratch_entries(scratch) == set()
@@ -266,7 +266,7 @@ def test_s3_output_is_not_overwritten(s3, tmp_path: Path) -> None:
     with pytest.raises(OutputExists) as caught:
         transfer.publish_model(
             tmp_path / "model.keras",
-            parse_uri(s3.uri("out.keras")),
+            s3.location("out.keras"),
             KEY,
             s3.store,
             overwrite=False,
@@ -275,14 +275,14 @@ def test_s3_output_is_not_overwritten(s3, tmp_path: Path) -> None:
     assert caught.value.exit_code == 11
     assert s3.get("out.keras") == b"old"
     transfer.publish_model(
-        tmp_path / "model.keras", parse_uri(s3.uri("out.keras")), None, s3.store, overwrite=True
+        tmp_path / "model.keras", s3.location("out.keras"), None, s3.store, overwrite=True
     )
     assert s3.get("out.keras") == KERAS
 
 
 def test_reports_next_to_the_output(s3, tmp_path: Path) -> None:
     report = {"filters": {"before": 10, "after": 5}, "layers": [{"name": "c", "before": 10}]}
-    uri = str(report_location_for(parse_uri(s3.uri("out/model.keras.age"))))
+    uri = str(report_location_for(s3.location("out/model.keras.age")))
     assert uri == s3.uri("out/model.keras.age.report.json")
     assert transfer.publish_json(report, parse_uri(uri), s3.store) == uri
     assert json.loads(s3.get("out/model.keras.age.report.json")) == report
