@@ -28,6 +28,7 @@ import keras
 from prunejob_contract.termination import decode_message
 from pruner.cli.prune import parse_request, prune_main
 from pruner.io import age
+from pruner.io import s3 as s3_module
 from pruner.io.scratch import SCRATCH_ENV
 from tests.pruner.builders import randomize_weights, small_vgg, zero_filters
 
@@ -153,6 +154,31 @@ def test_plain_local_to_encrypted_s3_with_key_from_environment(
     assert pruned_filters(decrypt(s3.get("out/vgg.keras.age")), tmp_path) == after
     assert sorted(s3.object_keys()) == ["out/vgg.keras.age", "out/vgg.keras.age.report.json"]
     assert list(scratch.iterdir()) == []
+
+
+def test_one_s3_client_per_run(
+    s3, model_bytes: bytes, tmp_path: Path, scratch: Path, monkeypatch, capsys
+) -> None:
+    """Existence checks, HEAD, download, upload and the report PUT share one client, and
+    the no-overwrite rule of the model's upload does not stick to it: an old report
+    next to a new output is still replaced."""
+    s3.client.put_object(Bucket=s3.bucket, Key="in/vgg.keras", Body=model_bytes)
+    s3.client.put_object(Bucket=s3.bucket, Key="out/vgg.keras.report.json", Body=b"old")
+    made: list[object] = []
+    real_make_client = s3_module.make_client
+
+    def counting_make_client(options: s3_module.S3Options) -> object:
+        made.append(options)
+        return real_make_client(options)
+
+    monkeypatch.setattr(s3_module, "make_client", counting_make_client)
+    log = tmp_path / "termination-log"
+    argv = ["-m", s3.uri("in/vgg.keras"), "-o", s3.uri("out/vgg.keras"), "-pth", THRESHOLD]
+    argv += ["--s3-endpoint", s3.endpoint, "--termination-log", str(log)]
+    code, _, err = prune(argv, capsys)
+    assert code == 0, err
+    check_success(s3, "out/vgg.keras", log, encrypted=False, secrets=[])
+    assert len(made) == 1
 
 
 def test_encrypted_s3_to_encrypted_s3_as_a_subprocess_with_key_file(
