@@ -43,7 +43,7 @@ _PROMPT = re.compile(rb"passphrase[^\n]*: ?$", re.IGNORECASE)
 # Our side, in a fresh interpreter so its memory is its own; prints one JSON line.
 OURS = r"""
 import sys
-from pruner import age
+from pruner.io import age
 
 direction, source, target, key = sys.argv[1:5]
 

@@ -4,10 +4,10 @@
 
 Runs against moto in server mode (a real HTTP S3 endpoint on 127.0.0.1):
 1. build the keras.applications model (weights=None) and save it as .keras (setup);
-2. encrypt it with age and upload it (publish_output)               -> "encrypt+upload input";
-3. download and decrypt it to private tmpfs (model_input)           -> "download+decrypt";
+2. encrypt it with age and upload it (publish_model)                -> "encrypt+upload input";
+3. download and decrypt it to private tmpfs (fetch_model)           -> "download+decrypt";
 4. `prunejob prune` on local plain files, in a fresh process        -> "prune (local files)";
-5. encrypt the pruned model and upload it (publish_output)          -> "encrypt+upload output";
+5. encrypt the pruned model and upload it (publish_model)           -> "encrypt+upload output";
 6. `prunejob prune -m s3://... -o s3://... --key-file ... --s3-endpoint ...`, fresh
    process, the way the operator's pod runs it                      -> "prune (S3, encrypted)".
 The S3+crypto overhead is (6) - (4), compared with (3) + (5) and with (4) itself;
@@ -82,8 +82,9 @@ def main() -> int:
     parser.add_argument("--threshold", default="0.5", help="-pth for the prune runs")
     args = parser.parse_args()
 
-    from pruner import artifacts
-    from pruner.storage import S3Options, make_client
+    from pruner.io import transfer
+    from pruner.io.locations import parse_uri
+    from pruner.io.s3 import S3Options, S3Store
 
     os.environ.update(
         AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_REGION="us-east-1"
@@ -97,8 +98,8 @@ def main() -> int:
     )
     wait_for_port(port)
     endpoint = f"http://127.0.0.1:{port}"
-    options = S3Options(endpoint_url=endpoint)
-    make_client(options).create_bucket(Bucket=BUCKET)
+    store = S3Store(S3Options(endpoint_url=endpoint))
+    store.client.create_bucket(Bucket=BUCKET)
     timings: dict[str, float] = {}
     failure = None
     try:
@@ -110,14 +111,15 @@ def main() -> int:
             timed("build+save model (setup)", timings, lambda: build_model(args.model, model))
             model_bytes = model.stat().st_size
             source_uri = f"s3://{BUCKET}/in/{model.name}.age"
+            source = parse_uri(source_uri)
             uploaded = timed(
                 "encrypt+upload input",
                 timings,
-                lambda: artifacts.publish_output(model, source_uri, KEY, options, overwrite=True),
+                lambda: transfer.publish_model(model, source, KEY, store, overwrite=True),
             )
 
             def download_and_decrypt() -> int:
-                with artifacts.model_input(source_uri, KEY, options) as plain:
+                with transfer.fetch_model(source, KEY, store) as plain:
                     return plain.stat().st_size
 
             timed("download+decrypt", timings, download_and_decrypt)
@@ -134,8 +136,12 @@ def main() -> int:
             timed(
                 "encrypt+upload output",
                 timings,
-                lambda: artifacts.publish_output(
-                    pruned, f"s3://{BUCKET}/out/direct.keras.age", KEY, options, overwrite=True
+                lambda: transfer.publish_model(
+                    pruned,
+                    parse_uri(f"s3://{BUCKET}/out/direct.keras.age"),
+                    KEY,
+                    store,
+                    overwrite=True,
                 ),
             )
             output_uri = f"s3://{BUCKET}/out/{model.name}.age"

@@ -52,8 +52,8 @@ def worker_setup(name: str, size: int, path: Path) -> dict[str, Any]:
     import keras
 
     from prunejob_contract.settings import PruneSettings
-    from pruner.plan import prepare
-    from pruner.target import choose_threshold
+    from pruner.core.plan import prepare
+    from pruner.core.target import choose_threshold
 
     builder = getattr(keras.applications, MODELS[name])
     model = builder(weights=None, input_shape=(size, size, 3))
@@ -80,16 +80,24 @@ def worker_plain(path: Path, output: Path) -> dict[str, Any]:
 
 def worker_prune(path: Path, output: Path, threshold: float) -> dict[str, Any]:
     from prunejob_contract.settings import PruneSettings
-    from pruner.pipeline import PruneRequest, run_prune
-    from pruner.progress import Progress
+    from pruner.app.pipeline import run_prune
+    from pruner.app.progress import Progress
+    from pruner.app.request import PruneRequest
+    from pruner.io.locations import parse_uri
 
     # Import costs stay outside the clock, as for the baseline.
-    for module in ("keras", "pruner.plan", "pruner.surgery", "pruner.counting", "pruner.graph"):
+    for module in (
+        "keras",
+        "pruner.core.plan",
+        "pruner.core.surgery",
+        "pruner.core.counting",
+        "pruner.core.graph",
+    ):
         importlib.import_module(module)
 
     request = PruneRequest(
-        model=str(path),
-        output=str(output),
+        model=parse_uri(str(path)),
+        output=parse_uri(str(output)),
         settings=PruneSettings(threshold=threshold),
         overwrite=True,  # --repeat writes the same output again
     )

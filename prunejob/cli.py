@@ -29,13 +29,13 @@ class Subcommand:
 
 SUBCOMMANDS: dict[str, Subcommand] = {
     "prune": Subcommand(
-        "pruner.cli:prune_main",
+        "pruner.cli.prune:prune_main",
         "prune a Keras model with TAO tlt-prune semantics",
         extra="pruner",
         requires=("tensorflow", "keras"),
     ),
-    "encrypt": Subcommand("pruner.crypto_cli:encrypt_main", "encrypt a file with age (passphrase)"),
-    "decrypt": Subcommand("pruner.crypto_cli:decrypt_main", "decrypt an age-encrypted file"),
+    "encrypt": Subcommand("pruner.cli.crypto:encrypt_main", "encrypt a file with age (passphrase)"),
+    "decrypt": Subcommand("pruner.cli.crypto:decrypt_main", "decrypt an age-encrypted file"),
     "operator": Subcommand(
         "prunejob_operator.cli:main",
         "run the PruneJob Kubernetes operator",

@@ -66,7 +66,7 @@ def test_demo_prunes_three_thresholds_end_to_end(s3_endpoint: str, tmp_path: Pat
 
     import keras
 
-    from pruner.age import decrypt_stream
+    from pruner.io.age import decrypt_stream
 
     s3 = boto3.client(
         "s3",

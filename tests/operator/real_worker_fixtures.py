@@ -18,7 +18,7 @@ from typing import Any
 
 from operator_harness import EVENTS, PODS, SECRETS, ApiError, Kube
 
-from pruner import age
+from pruner.io import age
 
 REPO = Path(__file__).resolve().parents[2]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

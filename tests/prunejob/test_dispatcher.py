@@ -53,7 +53,9 @@ def test_arguments_and_exit_code_pass_through_the_console_script() -> None:
 
 
 def test_missing_dependency_is_a_hint_naming_the_extra() -> None:
-    command = Subcommand("pruner.cli:prune_main", "x", extra="pruner", requires=("no_such_dep",))
+    command = Subcommand(
+        "pruner.cli.prune:prune_main", "x", extra="pruner", requires=("no_such_dep",)
+    )
     with pytest.raises(MissingDependency, match=r"'no_such_dep'.*install prunejob\[pruner\]"):
         resolve("prune", command)
 

@@ -1,0 +1,73 @@
+"""What a file is, from its first bytes or its name: the one place for the magic bytes.
+
+A model is a `.keras` zip or an `.h5` HDF5 file, plain or age-encrypted; Keras picks
+the format it reads and writes from the file's suffix, so the suffix a model file
+needs is derived here too.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+ModelFormat = Literal["keras", "h5"]
+FileFormat = Literal["keras", "h5", "age"]
+
+ZIP_MAGIC = b"PK\x03\x04"
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+AGE_MAGIC = b"age-encryption.org/v1\n"
+PREFIX_SIZE = max(len(ZIP_MAGIC), len(HDF5_MAGIC), len(AGE_MAGIC))
+
+AGE_SUFFIX = ".age"
+# Keras picks the format from the suffix, so these are the only ones that can be saved.
+SUFFIX_FORMATS: dict[str, ModelFormat] = {".keras": "keras", ".h5": "h5", ".hdf5": "h5"}
+SUPPORTED_SUFFIXES = ", ".join(SUFFIX_FORMATS)
+FORMAT_SUFFIXES: dict[ModelFormat, str] = {"keras": ".keras", "h5": ".h5"}
+
+
+def sniff(prefix: bytes) -> FileFormat | None:
+    """What bytes read from the start of a file say it is; None when none of ours."""
+    if prefix.startswith(ZIP_MAGIC):
+        return "keras"
+    if prefix.startswith(HDF5_MAGIC):
+        return "h5"
+    if prefix.startswith(AGE_MAGIC):
+        return "age"
+    return None
+
+
+def read_prefix(path: str | os.PathLike[str]) -> bytes:
+    """The first bytes of a file, enough for `sniff`."""
+    with open(path, "rb") as handle:
+        return handle.read(PREFIX_SIZE)
+
+
+def sniff_file(path: str | os.PathLike[str]) -> FileFormat | None:
+    return sniff(read_prefix(path))
+
+
+def is_encrypted(prefix: bytes) -> bool:
+    """Whether bytes read from the start of a file begin an age v1 file."""
+    return prefix.startswith(AGE_MAGIC)
+
+
+def file_is_encrypted(path: str | os.PathLike[str]) -> bool:
+    return is_encrypted(read_prefix(path))
+
+
+def plain_name(name: str) -> str:
+    """A file name without a trailing `.age` (Keras picks the format from the rest)."""
+    return name[: -len(AGE_SUFFIX)] if name.endswith(AGE_SUFFIX) else name
+
+
+def model_suffix(name: str, prefix: bytes) -> str:
+    """The extension Keras needs to read a plaintext model: from its name (without a
+    trailing .age), else from the content's magic bytes."""
+    suffix = Path(plain_name(name)).suffix.lower()
+    if suffix in SUFFIX_FORMATS:
+        return suffix
+    found = sniff(prefix)
+    if found == "keras" or found == "h5":
+        return FORMAT_SUFFIXES[found]
+    return suffix
