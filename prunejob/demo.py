@@ -188,7 +188,7 @@ def upload_encrypted_model(
     endpoint: str, passphrase: str, workdir: Path, progress: Progress
 ) -> str:
     from prunejob.demo_model import build_demo_model, train_demo_model
-    from pruner.age import encrypt_stream
+    from pruner.io.age import encrypt_stream
 
     progress("building and training the demo model (ResNet-style, residual adds, depthwise)")
     model = train_demo_model(build_demo_model())

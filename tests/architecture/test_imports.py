@@ -84,17 +84,32 @@ def test_every_module_opens_with_a_docstring() -> None:
     [
         ("prunejob_contract", set()),
         ("prunejob_operator", {"prunejob_contract"}),
+        ("pruner.core", {"prunejob_contract"}),
+        ("pruner.io", {"prunejob_contract"}),
+        ("pruner.app", {"prunejob_contract", "pruner.core", "pruner.io"}),
+        ("pruner.cli", {"prunejob_contract", "pruner.core", "pruner.io", "pruner.app"}),
     ],
 )
 def test_package_imports_only_what_its_room_allows(package: str, allowed: set[str]) -> None:
+    rooms = allowed | {package}
     bad = [
         f"{path.relative_to(REPO)}:{line} imports {name}"
         for module, path in ALL.items()
-        if top(module) == package
+        if in_room(module, package)
         for name, line in project_imports(module, path)
-        if top(name) not in allowed | {package}
+        if not any(in_room(name, room) for room in rooms) and name not in parents(package)
     ]
     assert bad == []
+
+
+def in_room(name: str, room: str) -> bool:
+    return name == room or name.startswith(room + ".")
+
+
+def parents(name: str) -> set[str]:
+    """`pruner` for `pruner.core`: importing a room's parent package is no dependency."""
+    parts = name.split(".")
+    return {".".join(parts[:i]) for i in range(1, len(parts))}
 
 
 def test_contract_needs_no_third_party_package() -> None:
