@@ -10,9 +10,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from devcluster.apiserver.resources import CrdError
 from devcluster.cluster import ClusterError, new_api_server, start_http, stop_http
 from devcluster.kubeconfig import write_kubeconfig
-from devcluster.resources import CrdError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,7 +68,7 @@ async def _serve(args: argparse.Namespace) -> int:
     kubeconfig = write_kubeconfig(args.kubeconfig or workdir / "kubeconfig", url)
     pod_runner = None
     if not args.no_pods:
-        from devcluster.podrunner import PodRunner
+        from devcluster.runner.podrunner import PodRunner
 
         pod_runner = PodRunner(url, gpus=args.gpus, node_labels=node_labels, log_dir=log_dir)
         await pod_runner.start()

@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, TypeVar
 
 import aiohttp.web
 
-from devcluster.apiserver import DevApiServer
+from devcluster.apiserver.resources import load_crds
+from devcluster.apiserver.server import DevApiServer
 from devcluster.kubeconfig import api_client, write_kubeconfig
-from devcluster.resources import load_crds
 
 if TYPE_CHECKING:
     import kubernetes.client
 
-    from devcluster.podrunner import PodRunner
+    from devcluster.runner.podrunner import PodRunner
 
 log = logging.getLogger("devcluster")
 T = TypeVar("T")
@@ -164,7 +164,7 @@ class LocalCluster:
                 self._requested_kubeconfig or self._workdir / "kubeconfig", self.url
             )
             if self._run_pods:
-                from devcluster.podrunner import PodRunner
+                from devcluster.runner.podrunner import PodRunner
 
                 self._pod_runner = PodRunner(
                     self.url,

@@ -53,8 +53,8 @@ import aiohttp.web
 import attrs
 import kmock
 
-from devcluster import patching, schema
-from devcluster.errors import (
+from devcluster.apiserver import patching, schema
+from devcluster.apiserver.errors import (
     AlreadyExists,
     ApiError,
     BadRequest,
@@ -66,9 +66,14 @@ from devcluster.errors import (
     UnsupportedMediaType,
     details,
 )
-from devcluster.resources import BUILTIN_RESOURCES, CrdError, ResourceType, resource_from_crd
-from devcluster.selectors import parse_field_selector, parse_label_selector
-from devcluster.tables import render_table, wants_table
+from devcluster.apiserver.resources import (
+    BUILTIN_RESOURCES,
+    CrdError,
+    ResourceType,
+    resource_from_crd,
+)
+from devcluster.apiserver.selectors import parse_field_selector, parse_label_selector
+from devcluster.apiserver.tables import render_table, wants_table
 
 log = logging.getLogger("devcluster.apiserver")
 

@@ -1,0 +1,1 @@
+"""The kwok-like pod runner: Job controller, scheduler and kubelet of one fake node."""
