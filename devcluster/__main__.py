@@ -5,20 +5,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import shutil
 import signal
 import sys
 import tempfile
 from pathlib import Path
 
 from devcluster.apiserver.resources import CrdError
-from devcluster.cluster import ClusterError, new_api_server, start_http, stop_http
+from devcluster.apiserver.server import ServeError, new_api_server, start_http, stop_http
 from devcluster.kubeconfig import write_kubeconfig
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m devcluster",
-        description="Local Kubernetes API emulator (kmock + API-server semantics) and pod runner.",
+        description="Local Kubernetes API server and pod runner, for development.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve the API (and run pods) until interrupted")
@@ -62,13 +63,13 @@ async def _serve(args: argparse.Namespace) -> int:
         return 2
     try:
         runner, url = await start_http(server, args.host, args.port)
-    except ClusterError as exc:
+    except ServeError as exc:
         print(f"devcluster: {exc}", file=sys.stderr)
         return 1
     kubeconfig = write_kubeconfig(args.kubeconfig or workdir / "kubeconfig", url)
     pod_runner = None
     if not args.no_pods:
-        from devcluster.runner.podrunner import PodRunner
+        from devcluster.runner.podrunner import PodRunner  # (the cycle is fixed next commit)
 
         pod_runner = PodRunner(url, gpus=args.gpus, node_labels=node_labels, log_dir=log_dir)
         await pod_runner.start()
@@ -83,8 +84,6 @@ async def _serve(args: argparse.Namespace) -> int:
     if pod_runner is not None:
         await pod_runner.stop()
     await stop_http(server, runner)
-    import shutil
-
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

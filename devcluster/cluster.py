@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import aiohttp.web
 
-from devcluster.apiserver.resources import load_crds
-from devcluster.apiserver.server import DevApiServer
+from devcluster.apiserver.server import ApiServer, new_api_server, start_http, stop_http
 from devcluster.kubeconfig import api_client, write_kubeconfig
 
 if TYPE_CHECKING:
@@ -30,10 +29,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("devcluster")
 T = TypeVar("T")
-
-
-class ClusterError(RuntimeError):
-    """The cluster could not start (port in use, bad CRD file...); the message says what to do."""
 
 
 class BackgroundLoop:
@@ -62,39 +57,6 @@ class BackgroundLoop:
         self._thread.join(timeout=10)
         if not self._thread.is_alive():
             self.loop.close()
-
-
-async def start_http(
-    server: DevApiServer, host: str = "127.0.0.1", port: int = 0
-) -> tuple[aiohttp.web.BaseRunner, str]:
-    """Serve the API on ``host:port`` (0 = a free port); returns the runner and the URL."""
-    web_server = aiohttp.web.Server(server, handler_cancellation=True)
-    runner = aiohttp.web.ServerRunner(web_server, shutdown_timeout=2.0)
-    await runner.setup()
-    site = aiohttp.web.TCPSite(runner, host, port)
-    try:
-        await site.start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise ClusterError(
-            f"cannot listen on {host}:{port} ({exc.strerror}): pick another --port or 0 for any"
-        ) from exc
-    bound_host, bound_port = runner.addresses[0][:2]
-    return runner, f"http://{bound_host}:{bound_port}"
-
-
-async def stop_http(server: DevApiServer, runner: aiohttp.web.BaseRunner) -> None:
-    server.stop_watches()
-    await runner.cleanup()
-
-
-def new_api_server(
-    crd_paths: Iterable[str | Path] = (), *, log_dir: Path | None = None
-) -> DevApiServer:
-    server = DevApiServer(log_dir=log_dir)
-    for crd in load_crds(crd_paths):
-        server.register_crd(crd)
-    return server
 
 
 class LocalCluster:
@@ -134,7 +96,7 @@ class LocalCluster:
         self._loop: BackgroundLoop | None = None
         self._runner: aiohttp.web.BaseRunner | None = None
         self._pod_runner: PodRunner | None = None
-        self.server: DevApiServer | None = None
+        self.server: ApiServer | None = None
         self.url = ""
         self.kubeconfig_path = Path()
 
@@ -179,7 +141,7 @@ class LocalCluster:
             self.stop()
             raise
 
-    async def _async_new_server(self, log_dir: Path) -> DevApiServer:
+    async def _async_new_server(self, log_dir: Path) -> ApiServer:
         return new_api_server(self._crd_paths, log_dir=log_dir)
 
     def stop(self) -> None:
@@ -211,7 +173,7 @@ class LocalCluster:
         env["KUBECONFIG"] = str(self.kubeconfig_path)
         return env
 
-    def call_in_server(self, function: Callable[[DevApiServer], T]) -> T:
+    def call_in_server(self, function: Callable[[ApiServer], T]) -> T:
         """Run ``function(server)`` inside the server's loop (thread-safe inspection)."""
         assert self._loop is not None and self.server is not None, "cluster is not running"
         server = self.server
