@@ -23,7 +23,7 @@ import aiohttp
 import kmock
 
 from devcluster.apiserver.server import new_api_server, start_http, stop_http
-from devcluster.cluster import BackgroundLoop
+from devcluster.loop import BackgroundLoop
 
 CRD = Path(__file__).resolve().parent.parent / "tests" / "devcluster" / "data" / "widgets.yaml"
 BASE = "/apis/example.com/v1/namespaces/default/widgets"

@@ -14,6 +14,7 @@ from pathlib import Path
 from devcluster.apiserver.resources import CrdError
 from devcluster.apiserver.server import ServeError, new_api_server, start_http, stop_http
 from devcluster.kubeconfig import write_kubeconfig
+from devcluster.runner.podrunner import PodRunner
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,8 +70,6 @@ async def _serve(args: argparse.Namespace) -> int:
     kubeconfig = write_kubeconfig(args.kubeconfig or workdir / "kubeconfig", url)
     pod_runner = None
     if not args.no_pods:
-        from devcluster.runner.podrunner import PodRunner  # (the cycle is fixed next commit)
-
         pod_runner = PodRunner(url, gpus=args.gpus, node_labels=node_labels, log_dir=log_dir)
         await pod_runner.start()
     print(url, flush=True)

@@ -6,13 +6,11 @@ machine: no extra interpreter), or in the foreground with ``python -m devcluster
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import os
 import shutil
 import tempfile
-import threading
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from concurrent.futures import Future
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
@@ -21,42 +19,14 @@ import aiohttp.web
 
 from devcluster.apiserver.server import ApiServer, new_api_server, start_http, stop_http
 from devcluster.kubeconfig import api_client, write_kubeconfig
+from devcluster.loop import BackgroundLoop
+from devcluster.runner.podrunner import PodRunner
 
 if TYPE_CHECKING:
     import kubernetes.client
 
-    from devcluster.runner.podrunner import PodRunner
-
 log = logging.getLogger("devcluster")
 T = TypeVar("T")
-
-
-class BackgroundLoop:
-    """An asyncio event loop in a daemon thread; ``call`` runs a coroutine there and waits."""
-
-    def __init__(self, name: str) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
-
-    def call(self, factory: Callable[[], Awaitable[T]], timeout: float | None = 30) -> T:
-        async def runner() -> T:
-            return await factory()
-
-        future: Future[T] = asyncio.run_coroutine_threadsafe(runner(), self.loop)
-        return future.result(timeout)
-
-    def close(self) -> None:
-        if self.loop.is_closed():
-            return
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=10)
-        if not self._thread.is_alive():
-            self.loop.close()
 
 
 class LocalCluster:
@@ -126,8 +96,6 @@ class LocalCluster:
                 self._requested_kubeconfig or self._workdir / "kubeconfig", self.url
             )
             if self._run_pods:
-                from devcluster.runner.podrunner import PodRunner
-
                 self._pod_runner = PodRunner(
                     self.url,
                     gpus=self._gpus,
@@ -167,8 +135,6 @@ class LocalCluster:
         return api_client(self.kubeconfig_path)
 
     def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
-        import os
-
         env = dict(os.environ if base is None else base)
         env["KUBECONFIG"] = str(self.kubeconfig_path)
         return env
