@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from devcluster.apiserver.discovery import Registry
+from devcluster.apiserver.resources import BUILTIN_RESOURCES
 from devcluster.cluster import LocalCluster
 from tests.devcluster.apiserver.widgets import (
     http,
@@ -82,3 +84,13 @@ def test_crd_created_through_the_api_is_served(cluster: LocalCluster) -> None:
     )
     code, _ = http(cluster, "GET", "/apis/example.org/v2/gadgets")
     assert code == 404
+
+
+def test_registry_serves_each_type_at_its_urls() -> None:
+    registry = Registry()
+    for resource in BUILTIN_RESOURCES:
+        registry.register(resource)
+    jobs = registry.at_url("batch", "v1", "jobs")
+    assert jobs is not None and jobs.kind == "Job" and registry[("batch", "jobs")] is jobs
+    assert registry.unregister(("batch", "jobs")) is jobs
+    assert registry.at_url("batch", "v1", "jobs") is None and registry.get(jobs.key) is None

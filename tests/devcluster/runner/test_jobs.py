@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
+from typing import Any
 
 import kubernetes.client
 import pytest
 
+from devcluster.runner.jobs import CreatePod, DeletePod, Emit, plan_job, pod_for_job
 from tests.devcluster.runner.jobs import (
     condition,
     finished_job,
@@ -106,3 +109,104 @@ def test_suspended_job_starts_when_unsuspended(
     batch.patch_namespaced_job("queued", ns, {"spec": {"suspend": False}})
     job = finished_job(batch, ns, "queued")
     assert condition(job, "Complete") and not condition(job, "Suspended")
+
+
+# -- plan_job, the pure decision ---------------------------------------------------------
+
+NOW = datetime.datetime(2025, 1, 1, 12, 0, 0, tzinfo=datetime.UTC)
+
+
+def a_job(spec: dict[str, Any] | None = None, status: dict[str, Any] | None = None) -> dict:
+    meta = {"name": "j", "namespace": "ns", "uid": "u-1", "resourceVersion": "5"}
+    return {"metadata": meta, "spec": {"backoffLimit": 1, **(spec or {})}, "status": status or {}}
+
+
+def failed_pod(name: str, code: int) -> dict[str, Any]:
+    terminated = {"terminated": {"exitCode": code}}
+    return {
+        "metadata": {"name": name, "namespace": "ns"},
+        "status": {"phase": "Failed", "containerStatuses": [{"name": "main", "state": terminated}]},
+    }
+
+
+def kinds(conditions: list[dict[str, Any]]) -> dict[str, str]:
+    return {c["type"]: c["status"] for c in conditions}
+
+
+def test_plan_creates_the_first_pod_and_starts_the_clock() -> None:
+    plan = plan_job(a_job(), {}, {}, set(), NOW)
+    assert plan.actions == [CreatePod()]
+    assert plan.status["startTime"] and plan.counts == (0, 0) and not plan.finished
+    assert plan.deadline_in is None
+    assert plan_job(a_job(), {"j-abcde": "Running"}, {}, set(), NOW).actions == []
+
+
+def test_plan_suspends_then_resumes() -> None:
+    started = a_job({"suspend": True}, {"startTime": "2025-01-01T11:00:00Z"})
+    plan = plan_job(started, {"j-abcde": "Running"}, {}, set(), NOW)
+    assert plan.actions == [DeletePod("j-abcde"), Emit("Suspended", "Job suspended")]
+    assert kinds(plan.status["conditions"]) == {"Suspended": "True"}
+    assert "startTime" not in plan.status and plan.status["active"] == 0 and plan.counts is None
+    resumed = plan_job(a_job(status=plan.status), {}, {}, set(), NOW)
+    assert resumed.actions == [Emit("Resumed", "Job resumed"), CreatePod()]
+    assert kinds(resumed.status["conditions"]) == {"Suspended": "False"}
+
+
+def test_plan_fails_past_the_backoff_limit_and_stops_what_runs() -> None:
+    failed = {"j-1": failed_pod("j-1", 3), "j-2": failed_pod("j-2", 3)}
+    plan = plan_job(a_job(), {"j-3": "Pending"}, failed, set(), NOW)
+    reason, message = "BackoffLimitExceeded", "Job has reached the specified backoff limit"
+    assert plan.actions == [DeletePod("j-3", mark_failed=True), Emit(reason, message, True)]
+    assert kinds(plan.status["conditions"]) == {"FailureTarget": "True", "Failed": "True"}
+    assert plan.finished and plan.active == [] and plan.counts == (0, 2)
+
+
+def test_plan_follows_the_pod_failure_policy() -> None:
+    policy = {
+        "rules": [
+            {"action": "Ignore", "onExitCodes": {"operator": "In", "values": [7]}},
+            {"action": "FailJob", "onExitCodes": {"operator": "In", "values": [5]}},
+        ]
+    }
+    ignored = {f"j-{i}": failed_pod(f"j-{i}", 7) for i in range(3)}
+    plan = plan_job(a_job({"podFailurePolicy": policy}), {}, ignored, set(), NOW)
+    assert plan.actions == [CreatePod()] and plan.counts == (0, 0)
+    fatal = {"j-9": failed_pod("j-9", 5)}
+    plan = plan_job(a_job({"podFailurePolicy": policy}), {}, fatal, set(), NOW)
+    assert plan.status["conditions"][-1]["reason"] == "PodFailurePolicy"
+    assert (
+        "exit code 5 matching FailJob rule at index 1" in plan.status["conditions"][-1]["message"]
+    )
+
+
+def test_plan_deadline_arms_then_fails() -> None:
+    spec = {"activeDeadlineSeconds": 60}
+    running = plan_job(a_job(spec, {"startTime": "2025-01-01T11:59:30Z"}), {"p": "Running"},
+                       {}, set(), NOW)  # fmt: skip
+    assert running.deadline_in == 30.0 and not running.finished
+    late = plan_job(a_job(spec, {"startTime": "2025-01-01T11:00:00Z"}), {"p": "Running"},
+                    {}, set(), NOW)  # fmt: skip
+    assert late.status["conditions"][-1]["reason"] == "DeadlineExceeded"
+    assert late.deadline_in is None and late.actions[0] == DeletePod("p", mark_failed=True)
+
+
+def test_plan_completes_once_a_pod_succeeded() -> None:
+    plan = plan_job(a_job(), {}, {"j-1": failed_pod("j-1", 1)}, {"j-2"}, NOW)
+    assert plan.actions == [Emit("Completed", "Job completed")]
+    assert kinds(plan.status["conditions"]) == {"SuccessCriteriaMet": "True", "Complete": "True"}
+    assert plan.status["completionTime"] and plan.finished and plan.counts == (1, 1)
+
+
+def test_pod_for_job_carries_the_job_labels_and_owner() -> None:
+    job = a_job({"template": {"metadata": {"labels": {"app": "t"}}, "spec": {"containers": []}}})
+    pod = pod_for_job(job)
+    assert pod["metadata"]["generateName"] == "j-"
+    assert pod["metadata"]["labels"] == {
+        "app": "t",
+        "job-name": "j",
+        "batch.kubernetes.io/job-name": "j",
+        "controller-uid": "u-1",
+        "batch.kubernetes.io/controller-uid": "u-1",
+    }
+    (owner,) = pod["metadata"]["ownerReferences"]
+    assert owner["uid"] == "u-1" and owner["controller"] and owner["kind"] == "Job"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import kubernetes.client
 import pytest
 
+from devcluster.runner.scheduler import GPU, gpu_request, unschedulable_reason
 from tests.devcluster.runner.jobs import (
     GPUS,
     condition,
@@ -53,3 +56,17 @@ def test_gpu_capacity_bounds_concurrency(
     wait_for(lambda: unschedulable(core, ns, "second"))
     assert condition(finished_job(batch, ns, "first"), "Failed")  # deadline frees the GPUs
     assert condition(finished_job(batch, ns, "second"), "Complete")
+
+
+def test_fit_is_a_pure_decision() -> None:
+    def pod(gpus: str | int | None, **selector: str) -> dict[str, Any]:
+        resources = {} if gpus is None else {"limits": {"nvidia.com/gpu": gpus}}
+        return {"spec": {"nodeSelector": selector, "containers": [{"resources": resources}]}}
+
+    labels = {"pool": "gpu-a"}
+    assert gpu_request(pod("2")) == 2 and gpu_request(pod(None)) == 0
+    assert gpu_request({"spec": {"containers": [{"resources": {"requests": {GPU: "3"}}}]}}) == 3
+    assert unschedulable_reason(pod("2", pool="gpu-a"), labels, 2, 8) is None
+    assert "Insufficient nvidia.com/gpu" in str(unschedulable_reason(pod("3"), labels, 2, 8))
+    assert "Insufficient nvidia.com/gpu" in str(unschedulable_reason(pod("9"), labels, 8, 8))
+    assert "node affinity/selector" in str(unschedulable_reason(pod(0, pool="b"), labels, 8, 8))
