@@ -23,6 +23,7 @@ sys.path.insert(0, str(REPO / "tests" / "operator"))
 
 from operator_harness import JOBS, PJ, JobController, Kube, prunejob  # noqa: E402
 
+from devcluster.cluster import LocalCluster  # noqa: E402
 from devcluster.stack import dev_stack  # noqa: E402
 from prunejob_contract.termination import success_message  # noqa: E402
 
@@ -69,7 +70,11 @@ def main(argv: list[str] | None = None) -> int:
 
     with (
         tempfile.TemporaryDirectory() as tmp,
-        dev_stack(workdir=Path(tmp), crd_paths=[REPO / "crds"], s3=False, run_pods=False) as stack,
+        dev_stack(
+            workdir=Path(tmp),
+            cluster=LocalCluster(crd_paths=[REPO / "crds"], run_pods=False),
+            s3=False,
+        ) as stack,
     ):
         kube = Kube(stack.cluster.url)
         kube.namespace("ml")

@@ -24,24 +24,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve the API (and run pods) until interrupted")
+
+    def repeatable(flag: str, metavar: str, what: str) -> None:
+        serve.add_argument(
+            flag, action="append", default=[], metavar=metavar, help=f"{what} (repeatable)"
+        )
+
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
-    serve.add_argument(
-        "--crd",
-        action="append",
-        default=[],
-        metavar="PATH",
-        help="CRD YAML file or folder to register (repeatable)",
-    )
+    repeatable("--crd", "PATH", "CRD YAML file or folder to register")
     serve.add_argument("--kubeconfig", type=Path, help="where to write the kubeconfig")
     serve.add_argument("--gpus", type=int, default=8, help="nvidia.com/gpu of the fake node")
-    serve.add_argument(
-        "--node-label",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="label of the fake node (repeatable)",
-    )
+    repeatable("--node-label", "KEY=VALUE", "label of the fake node")
     serve.add_argument("--no-pods", action="store_true", help="do not run the pod runner")
     serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser

@@ -7,8 +7,8 @@ path: the operator's process group is stopped (SIGTERM, then SIGKILL), the clust
 threads and temporary files go, moto stops. ``interrupt_on_sigterm`` turns SIGTERM into
 ``KeyboardInterrupt``, so a supervisor's SIGTERM unwinds these context managers too.
 
-    with dev_stack(crd_paths=["crds/"], workdir=tmp, progress=print) as stack:
-        stack.s3_endpoint, stack.cluster.kubeconfig_path, stack.operator.log()
+    with dev_stack(workdir=tmp, cluster=LocalCluster(crd_paths=["crds/"]), progress=print) as s:
+        s.s3_endpoint, s.cluster.kubeconfig_path, s.operator.log()
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import FrameType
 
 from devcluster.cluster import LocalCluster
 
@@ -146,17 +146,6 @@ class OperatorProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def __enter__(self) -> OperatorProcess:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 @dataclass(frozen=True)
 class Stack:
@@ -171,35 +160,21 @@ class Stack:
 def dev_stack(
     *,
     workdir: Path,
-    crd_paths: Iterable[str | Path] = (),
+    cluster: LocalCluster,
     s3: bool = True,
     s3_endpoint: str | None = None,
     operator_args: Sequence[str] | None = (),
     operator_command: Sequence[str] = OPERATOR_COMMAND,
-    run_pods: bool = True,
-    gpus: int = 8,
-    kubeconfig_path: str | Path | None = None,
-    pod_env: Mapping[str, str] | None = None,
-    pod_retry_interval: float = 1.0,
     progress: Progress | None = None,
 ) -> Iterator[Stack]:
-    """S3 (unless ``s3=False``; ``s3_endpoint`` instead of moto), the cluster, then the
-    operator (unless ``operator_args`` is ``None``; its log is ``workdir/operator.log``),
-    stopped in the reverse order. A normal exit with the operator already dead raises
-    ``StackError``."""
+    """S3 (unless ``s3=False``; ``s3_endpoint`` instead of moto), then ``cluster`` (a
+    ``LocalCluster`` not yet started), then the operator (unless ``operator_args`` is
+    ``None``; its log is ``workdir/operator.log``); stopped in the reverse order. A
+    normal exit with the operator already dead raises ``StackError``."""
     say = progress or (lambda _: None)
     with contextlib.ExitStack() as stack:
         endpoint = stack.enter_context(s3_server(s3_endpoint, say)) if s3 else None
-        cluster = stack.enter_context(
-            LocalCluster(
-                crd_paths=crd_paths,
-                run_pods=run_pods,
-                gpus=gpus,
-                kubeconfig_path=kubeconfig_path,
-                pod_env=pod_env,
-                pod_retry_interval=pod_retry_interval,
-            )
-        )
+        stack.enter_context(cluster)
         say(f"local cluster API at {cluster.url} (kubeconfig {cluster.kubeconfig_path})")
         operator = None
         if operator_args is not None:
@@ -207,7 +182,8 @@ def dev_stack(
             operator = OperatorProcess(
                 cluster.kubeconfig_path, log_path, *operator_args, command=operator_command
             )
-            stack.enter_context(operator)
+            stack.callback(operator.stop)
+            operator.start()
             say(f"operator started (pid {operator.pid}, log {log_path})")
         yield Stack(endpoint, cluster, operator)
         if operator is not None and (code := operator.exited()) is not None:

@@ -23,23 +23,15 @@ def set_condition(
             if condition.get("status") != status:
                 condition["lastTransitionTime"] = now
             condition.update(status=status, lastProbeTime=now)
-            for key, value in (("reason", reason), ("message", message)):
+            for key, value in {"reason": reason, "message": message}.items():
                 if value is None:
                     condition.pop(key, None)
                 else:
                     condition[key] = value
             return result
-    new: dict[str, Any] = {
-        "type": kind,
-        "status": status,
-        "lastProbeTime": now,
-        "lastTransitionTime": now,
-    }
-    if reason is not None:
-        new["reason"] = reason
-    if message is not None:
-        new["message"] = message
-    result.append(new)
+    new = {"type": kind, "status": status, "lastProbeTime": now, "lastTransitionTime": now}
+    optional = {"reason": reason, "message": message}
+    result.append({**new, **{key: value for key, value in optional.items() if value is not None}})
     return result
 
 

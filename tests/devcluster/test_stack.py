@@ -15,6 +15,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from devcluster.cluster import LocalCluster
 from devcluster.stack import (
     OperatorProcess,
     StackError,
@@ -25,6 +26,7 @@ from devcluster.stack import (
 )
 
 pytestmark = pytest.mark.timeout(60)
+CREDENTIALS = {"aws_access_key_id": "a", "aws_secret_access_key": "b"}  # moto takes any
 
 # A stand-in for the operator: logs, starts a grandchild, and ignores SIGTERM if asked.
 FAKE_OPERATOR = """
@@ -82,13 +84,7 @@ def test_free_port_is_free() -> None:
 
 def test_moto_server_serves_s3_and_stops() -> None:
     with moto_server() as endpoint:
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="a",
-            aws_secret_access_key="b",
-        )
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **CREDENTIALS)
         s3.create_bucket(Bucket="stack-test")
         assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == ["stack-test"]
     with pytest.raises(urllib.error.URLError):
@@ -113,9 +109,12 @@ def test_operator_stop_takes_its_process_group_and_restarts_append(tmp_path: Pat
 
 
 def test_operator_ignoring_sigterm_is_killed_with_its_children(tmp_path: Path) -> None:
-    with fake(tmp_path, "--stubborn") as operator:
+    operator = fake(tmp_path, "--stubborn").start()
+    try:
         grandchild = logged_child(operator)
         pid = operator.pid
+    finally:
+        operator.stop()
     assert pid is not None and not alive(pid)
     gone_within(grandchild, 5)
 
@@ -125,8 +124,8 @@ def test_dev_stack_reports_an_operator_that_died(tmp_path: Path) -> None:
         pytest.raises(StackError, match=r"the operator exited with code 3; see .*operator\.log"),
         dev_stack(
             workdir=tmp_path,
+            cluster=LocalCluster(run_pods=False),
             s3=False,
-            run_pods=False,
             operator_args=["-c", "import sys; sys.exit(3)"],
             operator_command=[sys.executable],
         ) as stack,
@@ -142,9 +141,12 @@ def test_dev_stack_reports_an_operator_that_died(tmp_path: Path) -> None:
 def test_dev_stack_without_an_operator_reports_progress(tmp_path: Path) -> None:
     said: list[str] = []
     with dev_stack(
-        workdir=tmp_path, s3_endpoint="http://s3.example", run_pods=False, operator_args=None,
+        workdir=tmp_path,
+        cluster=LocalCluster(run_pods=False),
+        s3_endpoint="http://s3.example",
+        operator_args=None,
         progress=said.append,
-    ) as stack:  # fmt: skip
+    ) as stack:
         assert stack.operator is None and stack.s3_endpoint == "http://s3.example"
         with urllib.request.urlopen(stack.cluster.url + "/healthz", timeout=5) as response:
             assert response.read() == b"ok"

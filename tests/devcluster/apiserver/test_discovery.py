@@ -7,9 +7,7 @@ import pytest
 from devcluster.apiserver.discovery import Registry
 from devcluster.apiserver.resources import BUILTIN_RESOURCES
 from devcluster.cluster import LocalCluster
-from tests.devcluster.apiserver.widgets import (
-    http,
-)
+from tests.devcluster.apiserver.widgets import http
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -11,13 +11,7 @@ import kubernetes.client
 import pytest
 from kubernetes.client.rest import ApiException
 
-from tests.devcluster.apiserver.widgets import (
-    GROUP,
-    PLURAL,
-    VERSION,
-    create_widget,
-    widget,
-)
+from tests.devcluster.apiserver.widgets import GROUP, PLURAL, VERSION, create_widget, widget
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -10,14 +10,7 @@ import pytest
 from kubernetes.client.rest import ApiException
 
 from devcluster.cluster import LocalCluster
-from tests.devcluster.apiserver.widgets import (
-    GROUP,
-    PLURAL,
-    VERSION,
-    create_widget,
-    http,
-    widget,
-)
+from tests.devcluster.apiserver.widgets import GROUP, PLURAL, VERSION, create_widget, http, widget
 
 pytestmark = pytest.mark.timeout(60)
 

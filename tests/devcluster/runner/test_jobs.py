@@ -10,13 +10,7 @@ import kubernetes.client
 import pytest
 
 from devcluster.runner.jobs import CreatePod, DeletePod, Emit, plan_job, pod_for_job
-from tests.devcluster.runner.jobs import (
-    condition,
-    finished_job,
-    make_job,
-    pods_of,
-    python,
-)
+from tests.devcluster.runner.jobs import condition, finished_job, make_job, pods_of, python
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.timeout(60)
