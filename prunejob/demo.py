@@ -190,14 +190,15 @@ def local_system(args: argparse.Namespace, workdir: Path, progress: Progress) ->
     """S3 (moto, or --s3-endpoint), the local cluster and `prunejob operator`, all stopped
     again when the block ends."""
     # Lazy, after check_dependencies(): the stack needs the devcluster extra.
+    from devcluster.cluster import LocalCluster
     from devcluster.stack import DISPATCHER_OPERATOR_COMMAND, StackError, dev_stack
 
+    cluster = LocalCluster(crd_paths=[crd_file(workdir)], kubeconfig_path=args.kubeconfig)
     try:
         with dev_stack(
             workdir=workdir,
-            crd_paths=[crd_file(workdir)],
+            cluster=cluster,
             s3_endpoint=args.s3_endpoint,
-            kubeconfig_path=args.kubeconfig,
             operator_args=("--all-namespaces", "--worker-image", DEMO_IMAGE),
             operator_command=DISPATCHER_OPERATOR_COMMAND,
             progress=progress,
