@@ -254,8 +254,12 @@ class ApiServer:
     # ----------------------------------------------------------------- routes
 
     def _select(self, call: Call) -> list[dict[str, Any]]:
-        labels = parse_label_selector(call.query.get("labelSelector"))
-        fields = parse_field_selector(call.query.get("fieldSelector"))
+        label_selector = call.query.get("labelSelector")
+        field_selector = call.query.get("fieldSelector")
+        if not label_selector and not field_selector:
+            return self.store.select(call.resource.key, call.ns)
+        labels = parse_label_selector(label_selector)
+        fields = parse_field_selector(field_selector)
         return self.store.select(
             call.resource.key, call.ns, lambda obj: labels(obj) and fields(obj)
         )

@@ -89,11 +89,16 @@ class Store:
         return list(self._objects.get(key, {}).values())
 
     def select(
-        self, key: TypeKey, ns: str | None, matches: Callable[[Mapping[str, Any]], bool]
+        self,
+        key: TypeKey,
+        ns: str | None,
+        matches: Callable[[Mapping[str, Any]], bool] | None = None,
     ) -> list[dict[str, Any]]:
-        """Matching objects (in ``ns``, or everywhere), sorted by namespace and name."""
+        """Objects (in ``ns``, or everywhere) that match, sorted by namespace and name."""
         objects = self._objects[key]
         keys = sorted(k for k in objects if ns is None or k[0] == ns)
+        if matches is None:
+            return [objects[k] for k in keys]
         return [objects[k] for k in keys if matches(objects[k])]
 
     def in_namespace(self, namespace: str) -> Iterator[ObjectRef]:
