@@ -37,6 +37,7 @@ from devcluster.apiserver.errors import (
 from devcluster.apiserver.lifecycle import Lifecycle
 from devcluster.apiserver.resources import (
     BUILTIN_RESOURCES,
+    NAMESPACES,
     ResourceType,
     TypeKey,
     load_crds,
@@ -52,7 +53,7 @@ log = logging.getLogger("devcluster.apiserver")
 # What every cluster starts with: the usual namespaces, and kopf's default peering
 # objects, so that operators run with peering (HA) out of the box.
 INITIAL_OBJECTS: tuple[tuple[TypeKey, dict[str, Any]], ...] = (
-    *((("", "namespaces"), {"metadata": {"name": ns}}) for ns in (
+    *((NAMESPACES, {"metadata": {"name": ns}}) for ns in (
         "default", "kube-system", "kube-public", "kube-node-lease")),
     (("kopf.dev", "clusterkopfpeerings"), {"metadata": {"name": "default"}}),
     (("kopf.dev", "kopfpeerings"), {"metadata": {"name": "default", "namespace": "default"}}),
