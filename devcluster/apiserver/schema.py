@@ -20,15 +20,19 @@ _BOUNDS = (
     ("minimum", "exclusiveMinimum", "greater than"),
     ("maximum", "exclusiveMaximum", "less than"),
 )
-# Size limits: (keyword, the values it applies to, whether it is a lower bound, message).
-_SIZE_LIMITS: tuple[tuple[str, type, bool, str], ...] = (
-    ("minLength", str, True,
-     "{path}: Invalid value: {shown}: {path} in body should be at least {limit} chars long"),
-    ("maxLength", str, False, "{path}: Too long: may not be more than {limit} bytes"),
-    ("minItems", list, True,
-     "{path}: Invalid value: {size}: {path} in body should have at least {limit} items"),
-    ("maxItems", list, False, "{path}: Too many: {size}: must have at most {limit} items"),
-)  # fmt: skip
+# Size limits by JSON type: (keyword, whether it is a lower bound, the message).
+_SIZE_LIMITS: dict[type, tuple[tuple[str, bool, str], ...]] = {
+    str: (
+        ("minLength", True,
+         "{path}: Invalid value: {shown}: {path} in body should be at least {limit} chars long"),
+        ("maxLength", False, "{path}: Too long: may not be more than {limit} bytes"),
+    ),
+    list: (
+        ("minItems", True,
+         "{path}: Invalid value: {size}: {path} in body should have at least {limit} items"),
+        ("maxItems", False, "{path}: Too many: {size}: must have at most {limit} items"),
+    ),
+}  # fmt: skip
 
 
 def _preserves_unknown(schema: dict[str, Any]) -> bool:
@@ -124,8 +128,8 @@ def _check(schema: dict[str, Any], value: Any, path: str, problems: list[str]) -
             problems.append(
                 f"{path}: Invalid value: {_show(value)}: {path} in body should be {relation}"
             )
-    for keyword, kind, lower, template in _SIZE_LIMITS:
-        if isinstance(value, kind) and keyword in schema:
+    for keyword, lower, template in _SIZE_LIMITS.get(type(value), ()):
+        if keyword in schema:
             limit = schema[keyword]
             if len(value) < limit if lower else len(value) > limit:
                 problems.append(
