@@ -25,7 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from prunejob_contract.arguments import OneLineParser
+from prunejob_contract.errors import InvalidArgument
 from prunejob_operator import models
+from prunejob_operator.crd import render_crd
 
 if TYPE_CHECKING:
     from devcluster.stack import Stack
@@ -58,8 +61,6 @@ class Progress:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from prunejob_contract.arguments import OneLineParser
-
     parser = OneLineParser(
         prog="prunejob demo",
         description=(
@@ -131,8 +132,6 @@ def check_dependencies() -> None:
 
 def crd_file(directory: Path) -> Path:
     """The PruneJob CRD, generated from the models (works from a wheel as well)."""
-    from prunejob_operator.crd import render_crd
-
     path = directory / "prunejob-crd.yaml"
     path.write_text(render_crd())
     return path
@@ -147,7 +146,7 @@ def s3_credentials() -> dict[str, str]:
 
 
 def s3_client(endpoint: str) -> Any:
-    import boto3
+    import boto3  # lazy: heavy, and only needed once the demo runs
 
     creds = s3_credentials()
     return boto3.client(
@@ -162,6 +161,7 @@ def s3_client(endpoint: str) -> Any:
 def upload_encrypted_model(
     endpoint: str, passphrase: str, workdir: Path, progress: Progress
 ) -> str:
+    # Lazy: the model needs TensorFlow (the pruner extra), which --help must not load.
     from prunejob.demo_model import build_demo_model, train_demo_model
     from pruner.age import encrypt_stream
 
@@ -232,7 +232,7 @@ def prunejob_manifest(name: str, model_uri: str, threshold: float, endpoint: str
 
 
 def create_secrets(core: Any, passphrase: str) -> None:
-    from kubernetes import client
+    from kubernetes import client  # lazy: the operator extra, checked by check_dependencies()
 
     for name, data in (
         (KEY_SECRET, {"passphrase": passphrase}),
@@ -386,8 +386,6 @@ def run_demo(args: argparse.Namespace, progress: Progress) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from prunejob_contract.errors import InvalidArgument
-
     try:
         args = parse_args(argv)
     except InvalidArgument as err:
