@@ -1,0 +1,100 @@
+"""Where the API server is and how to authenticate, from the `kubernetes` package.
+
+The in-cluster service account first, then the kubeconfig (`KUBECONFIG` or
+~/.kube/config) — the order kopf's own login uses, so both talk to the same
+cluster. The `kubernetes` package does the reading (contexts, client certificates,
+exec plugins, auth providers); this module turns its `Configuration` into what an
+aiohttp session needs: the server URL, an SSL context and the Authorization header.
+Tokens that rotate (projected service-account tokens, exec plugins) are refreshed
+through the package's `refresh_api_key_hook`, in a thread, at most every
+`REFRESH_SECONDS` and at once after a 401.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import Callable
+from typing import Any
+
+REFRESH_SECONDS = 10.0
+
+
+class Connection:
+    """One API server and its credentials."""
+
+    def __init__(
+        self,
+        server: str,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        proxy: str | None = None,
+        authorization: Callable[[], str | None] = lambda: None,
+        rotates: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`authorization()` returns the header value (it may block: it can run an exec
+        plugin); `rotates`: it can change over time, so ask it again now and then."""
+        self.server = server.rstrip("/")
+        self.ssl_context = ssl_context
+        self.server_hostname = server_hostname
+        self.proxy = proxy
+        self._authorization = authorization
+        self._rotates = rotates
+        self._clock = clock
+        self._header: str | None = None
+        self._fetched_at: float | None = None
+        self._lock = asyncio.Lock()
+
+    def _due(self) -> bool:
+        if self._fetched_at is None:
+            return True
+        return self._rotates and self._clock() - self._fetched_at > REFRESH_SECONDS
+
+    async def authorization(self, *, force: bool = False) -> str | None:
+        """The Authorization header value (None: no token, e.g. client certificates);
+        `force`: ask the credentials again (after a 401)."""
+        if force or self._due():
+            async with self._lock:
+                if force or self._due():  # not refreshed meanwhile by another request
+                    self._header = await asyncio.to_thread(self._authorization)
+                    self._fetched_at = self._clock()
+        return self._header
+
+
+def _ssl_context(configuration: Any) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=configuration.ssl_ca_cert or None)
+    if configuration.cert_file:
+        context.load_cert_chain(configuration.cert_file, configuration.key_file or None)
+    if not configuration.verify_ssl:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def from_configuration(configuration: Any) -> Connection:
+    """A `Connection` from a loaded `kubernetes.client.Configuration`."""
+    server = str(configuration.host)
+    return Connection(
+        server,
+        ssl_context=_ssl_context(configuration) if server.startswith("https:") else None,
+        server_hostname=getattr(configuration, "tls_server_name", None) or None,
+        proxy=configuration.proxy or None,
+        authorization=lambda: configuration.get_api_key_with_prefix("BearerToken"),
+        rotates=configuration.refresh_api_key_hook is not None,
+    )
+
+
+def load() -> Connection:
+    """In-cluster config, else the kubeconfig; raises what the `kubernetes` package raises."""
+    # Lazy: the `kubernetes` package imports its thousand generated model modules.
+    import kubernetes
+
+    configuration = kubernetes.client.Configuration()
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=configuration)
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(client_configuration=configuration)
+    return from_configuration(configuration)
