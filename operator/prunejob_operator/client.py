@@ -176,7 +176,10 @@ class HttpKubeApi:
             headers = {"Accept": JSON}
             if data is not None:
                 headers["Content-Type"] = content_type
-            authorization = await self.connection.authorization()
+            try:
+                authorization = await self.connection.authorization()
+            except Exception as err:  # an exec plugin or token file failing: one line
+                raise ApiError(f"{method} {where}: credentials: {_one_line(str(err))}") from err
             if authorization:
                 headers["Authorization"] = authorization
             try:
@@ -198,7 +201,8 @@ class HttpKubeApi:
                 return json.loads(payload) if payload else None
             if status == 401 and not reauthenticated:
                 reauthenticated = True
-                await self.connection.authorization(force=True)
+                with contextlib.suppress(Exception):  # a failed re-read: the next try says
+                    await self.connection.authorization(force=True)
                 continue
             failure = error_of(method, where, status, payload, phrase)
             if status not in RETRY_STATUSES:

@@ -6,18 +6,20 @@ cluster. The `kubernetes` package does the reading (contexts, client certificate
 exec plugins, auth providers); this module turns its `Configuration` into what an
 aiohttp session needs: the server URL, an SSL context and the Authorization header.
 Tokens that rotate (projected service-account tokens, exec plugins) are refreshed
-through the package's `refresh_api_key_hook`, in a thread, at most every
-`REFRESH_SECONDS` and at once after a 401.
+through the package's `refresh_api_key_hook`, in a thread, in the background at most
+every `REFRESH_SECONDS`, and at once after a 401.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import time
 from collections.abc import Callable
 from typing import Any
 
+LOG = logging.getLogger("prunejob_operator.connection")
 REFRESH_SECONDS = 10.0
 
 
@@ -46,22 +48,33 @@ class Connection:
         self._clock = clock
         self._header: str | None = None
         self._fetched_at: float | None = None
-        self._lock = asyncio.Lock()
-
-    def _due(self) -> bool:
-        if self._fetched_at is None:
-            return True
-        return self._rotates and self._clock() - self._fetched_at > REFRESH_SECONDS
+        self._fetching: asyncio.Task[None] | None = None
 
     async def authorization(self, *, force: bool = False) -> str | None:
-        """The Authorization header value (None: no token, e.g. client certificates);
-        `force`: ask the credentials again (after a 401)."""
-        if force or self._due():
-            async with self._lock:
-                if force or self._due():  # not refreshed meanwhile by another request
-                    self._header = await asyncio.to_thread(self._authorization)
-                    self._fetched_at = self._clock()
+        """The Authorization header value (None: no token, e.g. client certificates).
+
+        The first call and `force` (after a 401) wait for the credentials; a rotating
+        token that is merely due is re-read in the background while the current one
+        is used. Concurrent callers share one read."""
+        if force or self._fetched_at is None:
+            await asyncio.shield(self._fetch())
+        elif self._rotates and self._clock() - self._fetched_at > REFRESH_SECONDS:
+            self._fetch().add_done_callback(_log_failure)
         return self._header
+
+    def _fetch(self) -> asyncio.Task[None]:
+        if self._fetching is None or self._fetching.done():
+            self._fetching = asyncio.get_running_loop().create_task(self._read())
+        return self._fetching
+
+    async def _read(self) -> None:
+        header = await asyncio.to_thread(self._authorization)
+        self._header, self._fetched_at = header, self._clock()
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        LOG.warning("cannot refresh the Kubernetes credentials: %s", task.exception())
 
 
 def _ssl_context(configuration: Any) -> ssl.SSLContext:

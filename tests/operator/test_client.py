@@ -295,18 +295,30 @@ def test_connection_from_a_kubernetes_configuration(tmp_path) -> None:
     assert asyncio.run(loaded.authorization()) == "Bearer s3cr3t"
 
 
-def test_a_rotating_token_is_asked_again_after_a_while() -> None:
+def test_a_rotating_token_is_read_again_in_the_background() -> None:
     now = [0.0]
-    tokens = iter(["Bearer a", "Bearer b"])
+    reads: list[str] = []
+
+    def read() -> str:
+        reads.append(f"Bearer {len(reads)}")
+        return reads[-1]
+
     rotating = connection.Connection(
-        "http://x", authorization=lambda: next(tokens), rotates=True, clock=lambda: now[0]
+        "http://x", authorization=read, rotates=True, clock=lambda: now[0]
     )
 
     async def test() -> None:
-        assert await rotating.authorization() == "Bearer a"
+        first = await asyncio.gather(*(rotating.authorization() for _ in range(50)))
+        assert set(first) == {"Bearer 0"} and len(reads) == 1  # one read for all of them
         now[0] = connection.REFRESH_SECONDS / 2
-        assert await rotating.authorization() == "Bearer a"
+        assert await rotating.authorization() == "Bearer 0"
         now[0] = connection.REFRESH_SECONDS * 2
-        assert await rotating.authorization() == "Bearer b"
+        assert await rotating.authorization() == "Bearer 0"  # still valid meanwhile
+        for _ in range(100):
+            if len(reads) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert await rotating.authorization() == "Bearer 1"
+        assert await rotating.authorization(force=True) == "Bearer 2"
 
     run(test)
