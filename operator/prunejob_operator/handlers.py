@@ -20,7 +20,7 @@ from prunejob_operator.client import HttpKubeApi
 from prunejob_operator.metrics import Metrics
 from prunejob_operator.reconciler import Reconciler
 from prunejob_operator.records import job_of_pod, owner_of, record_of, summarize_job, summarize_pod
-from prunejob_operator.settings import OperatorConfig
+from prunejob_operator.settings import OperatorConfig, from_env
 
 LOG = logging.getLogger("prunejob_operator")
 PJ_RESOURCE = (models.GROUP, models.VERSION, models.PLURAL)
@@ -38,8 +38,9 @@ async def configure(
     pod_records: kopf.Index[Any, Any],
     **_: Any,
 ) -> None:
-    config: OperatorConfig = memo.config  # cli.main puts both there
-    server: connection.Connection = memo.connection
+    # `prunejob operator` (cli.main) puts both in the memo; plain `kopf run` does not.
+    config: OperatorConfig = memo.get("config") or from_env()
+    server: connection.Connection = memo.get("connection") or connection.load()
     # Server-side filtering: the operator never streams other people's Jobs and Pods.
     settings.watching.label_selectors["batch", "jobs"] = MANAGED_SELECTOR
     settings.watching.label_selectors["pods"] = MANAGED_SELECTOR
