@@ -8,6 +8,7 @@ how far the watch lags behind the writes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -172,9 +173,12 @@ class Clock:
 
 
 def make(
-    *, cap: int = 0, clock: Clock | None = None
+    *watched: dict[str, Any], cap: int = 0, clock: Clock | None = None
 ) -> tuple[Reconciler, FakeApi, Watch, list[float]]:
+    """A reconciler whose caches already hold `watched` (PruneJob and Job bodies)."""
     api, watch, slept = FakeApi(), Watch(), []
+    for body in watched:
+        (watch.prunejob if body.get("kind") == "PruneJob" else watch.job)(body)
 
     async def sleep(seconds: float) -> None:
         slept.append(seconds)
@@ -192,8 +196,14 @@ def make(
     return reconciler, api, watch, slept
 
 
-def run(test: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(test())
+def asynchronous(test: Callable[..., Awaitable[None]]) -> Callable[..., None]:
+    """Run an async test function on a fresh event loop (no pytest-asyncio here)."""
+
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(test(*args, **kwargs))
+
+    return run
 
 
 async def settle(reconciler: Reconciler) -> None:
@@ -205,234 +215,199 @@ async def settle(reconciler: Reconciler) -> None:
     raise AssertionError("the reconciler never settled")
 
 
-def test_a_new_prunejob_gets_its_job_a_status_and_an_event() -> None:
-    async def test() -> None:
-        reconciler, api, watch, _ = make()
-        watch.prunejob(prunejob_body("resnet"))
-        await reconciler.prunejob_event("ADDED", record_of(prunejob_body("resnet")))
-        await settle(reconciler)
+@asynchronous
+async def test_a_new_prunejob_gets_its_job_a_status_and_an_event() -> None:
+    reconciler, api, _, _ = make(prunejob_body("resnet"))
+    await reconciler.prunejob_event("ADDED", record_of(prunejob_body("resnet")))
+    await settle(reconciler)
 
-        assert api.verbs("create_job") == [("create_job", "resnet-g1")]
-        job = api.jobs[NS, "resnet-g1"]
-        assert job["spec"]["suspend"] is False
-        assert job["metadata"]["ownerReferences"][0]["uid"] == "uid-resnet"
-        assert api.verbs("patch_status") == [("patch_status", "resnet", "Pending", "Starting")]
-        assert api.statuses[NS, "resnet"]["jobName"] == "resnet-g1"
-        assert api.events == [("resnet", "Normal", "JobCreated")]
-
-    run(test)
+    assert api.verbs("create_job") == [("create_job", "resnet-g1")]
+    job = api.jobs[NS, "resnet-g1"]
+    assert job["spec"]["suspend"] is False
+    assert job["metadata"]["ownerReferences"][0]["uid"] == "uid-resnet"
+    assert api.verbs("patch_status") == [("patch_status", "resnet", "Pending", "Starting")]
+    assert api.statuses[NS, "resnet"]["jobName"] == "resnet-g1"
+    assert api.events == [("resnet", "Normal", "JobCreated")]
 
 
-def test_no_second_job_before_or_after_the_watch_catches_up() -> None:
-    async def test() -> None:
-        reconciler, api, watch, _ = make()
-        watch.prunejob(prunejob_body("resnet"))
-        await reconciler.reconcile(NS, "resnet")
-        await reconciler.reconcile(NS, "resnet")  # the Job's event has not arrived yet
-        watch.job(job_body("resnet"))
-        await reconciler.reconcile(NS, "resnet")
-        assert api.verbs("create_job") == [("create_job", "resnet-g1")]
-
-    run(test)
+@asynchronous
+async def test_no_second_job_before_or_after_the_watch_catches_up() -> None:
+    reconciler, api, watch, _ = make(prunejob_body("resnet"))
+    await reconciler.reconcile(NS, "resnet")
+    await reconciler.reconcile(NS, "resnet")  # the Job's event has not arrived yet
+    watch.job(job_body("resnet"))
+    await reconciler.reconcile(NS, "resnet")
+    assert api.verbs("create_job") == [("create_job", "resnet-g1")]
 
 
-def test_an_existing_job_is_a_409_not_an_error_or_an_event() -> None:
-    async def test() -> None:
-        reconciler, api, watch, _ = make()
-        api.jobs[NS, "resnet-g1"] = job_body("resnet")  # created by a previous process
-        watch.prunejob(prunejob_body("resnet"))
-        await reconciler.reconcile(NS, "resnet")
-        await settle(reconciler)
-        assert api.verbs("create_job") == [("create_job", "resnet-g1")]
-        assert api.verbs("patch_status") == [("patch_status", "resnet", "Pending", "Creating")]
-        assert api.events == []
-        assert reconciler.queue.failures(("prunejob", NS, "resnet")) == 0
-
-    run(test)
+@asynchronous
+async def test_an_existing_job_is_a_409_not_an_error_or_an_event() -> None:
+    reconciler, api, watch, _ = make()
+    api.jobs[NS, "resnet-g1"] = job_body("resnet")  # created by a previous process
+    watch.prunejob(prunejob_body("resnet"))
+    await reconciler.reconcile(NS, "resnet")
+    await settle(reconciler)
+    assert api.verbs("create_job") == [("create_job", "resnet-g1")]
+    assert api.verbs("patch_status") == [("patch_status", "resnet", "Pending", "Creating")]
+    assert api.events == []
+    assert reconciler.queue.failures(("prunejob", NS, "resnet")) == 0
 
 
-def test_the_status_is_written_once_per_change() -> None:
-    async def test() -> None:
-        reconciler, api, watch, _ = make()
-        watch.prunejob(prunejob_body("resnet"))
-        watch.job(job_body("resnet"))
-        await reconciler.reconcile(NS, "resnet")
-        await reconciler.reconcile(NS, "resnet")
-        assert len(api.verbs("patch_status")) == 1
+@asynchronous
+async def test_the_status_is_written_once_per_change() -> None:
+    reconciler, api, watch, _ = make(prunejob_body("resnet"), job_body("resnet"))
+    await reconciler.reconcile(NS, "resnet")
+    await reconciler.reconcile(NS, "resnet")
+    assert len(api.verbs("patch_status")) == 1
 
-        watch.pod("resnet-g1", running_pod("resnet-g1-abcde"))
-        await reconciler.reconcile(NS, "resnet")
-        await reconciler.reconcile(NS, "resnet")
-        assert api.verbs("patch_status") == [
-            ("patch_status", "resnet", "Pending", "Starting"),
-            ("patch_status", "resnet", "Running", "Running"),
-        ]
-        await settle(reconciler)
-        assert api.events == [("resnet", "Normal", "Running")]
-
-    run(test)
+    watch.pod("resnet-g1", running_pod("resnet-g1-abcde"))
+    await reconciler.reconcile(NS, "resnet")
+    await reconciler.reconcile(NS, "resnet")
+    assert api.verbs("patch_status") == [
+        ("patch_status", "resnet", "Pending", "Starting"),
+        ("patch_status", "resnet", "Running", "Running"),
+    ]
+    await settle(reconciler)
+    assert api.events == [("resnet", "Normal", "Running")]
 
 
-def test_the_event_of_our_own_status_patch_is_not_reconciled() -> None:
-    async def test() -> None:
-        reconciler, api, watch, _ = make()
-        watch.prunejob(prunejob_body("resnet"))
-        watch.job(job_body("resnet"))
-        await reconciler.reconcile(NS, "resnet")
-        written_version = api.versions[NS, "resnet"]
+@asynchronous
+async def test_the_event_of_our_own_status_patch_is_not_reconciled() -> None:
+    reconciler, api, watch, _ = make(prunejob_body("resnet"), job_body("resnet"))
+    await reconciler.reconcile(NS, "resnet")
+    written_version = api.versions[NS, "resnet"]
 
-        reconciled: list[str] = []
-        original = reconciler.reconcile
+    reconciled: list[str] = []
+    original = reconciler.reconcile
 
-        async def spy(namespace: str, name: str) -> None:
-            reconciled.append(name)
-            await original(namespace, name)
+    async def spy(namespace: str, name: str) -> None:
+        reconciled.append(name)
+        await original(namespace, name)
 
-        reconciler.reconcile = spy  # type: ignore[method-assign]
-        own = prunejob_body("resnet", version=written_version, status=api.statuses[NS, "resnet"])
-        watch.prunejob(own)
-        await reconciler.prunejob_event("MODIFIED", record_of(own))
-        assert reconciled == []
+    reconciler.reconcile = spy  # type: ignore[method-assign]
+    own = prunejob_body("resnet", version=written_version, status=api.statuses[NS, "resnet"])
+    watch.prunejob(own)
+    await reconciler.prunejob_event("MODIFIED", record_of(own))
+    assert reconciled == []
 
-        someone_else = prunejob_body("resnet", version=str(int(written_version) + 1))
-        await reconciler.prunejob_event("MODIFIED", record_of(someone_else))
-        assert reconciled == ["resnet"]
-
-    run(test)
+    someone_else = prunejob_body("resnet", version=str(int(written_version) + 1))
+    await reconciler.prunejob_event("MODIFIED", record_of(someone_else))
+    assert reconciled == ["resnet"]
 
 
-def test_until_the_watch_catches_up_the_own_status_is_the_previous_one() -> None:
-    async def test() -> None:
-        clock = Clock()
-        reconciler, api, watch, _ = make(clock=clock)
-        watch.prunejob(prunejob_body("resnet"))
-        watch.job(job_body("resnet"))
-        await reconciler.reconcile(NS, "resnet")
-        # The cache still shows the PruneJob without a status: no second identical patch.
-        await reconciler.reconcile(NS, "resnet")
-        assert len(api.verbs("patch_status")) == 1
-        # After the grace period the cache is trusted again (the event was lost).
-        clock.now = 31.0
-        await reconciler.reconcile(NS, "resnet")
-        assert len(api.verbs("patch_status")) == 2
-
-    run(test)
+@asynchronous
+async def test_until_the_watch_catches_up_the_own_status_is_the_previous_one() -> None:
+    clock = Clock()
+    reconciler, api, _, _ = make(prunejob_body("resnet"), job_body("resnet"), clock=clock)
+    await reconciler.reconcile(NS, "resnet")
+    # The cache still shows the PruneJob without a status: no second identical patch.
+    await reconciler.reconcile(NS, "resnet")
+    assert len(api.verbs("patch_status")) == 1
+    # After the grace period the cache is trusted again (the event was lost).
+    clock.now = 31.0
+    await reconciler.reconcile(NS, "resnet")
+    assert len(api.verbs("patch_status")) == 2
 
 
-def test_an_api_error_is_retried_with_growing_backoff() -> None:
-    async def test() -> None:
-        reconciler, api, watch, slept = make()
-        api.failures["create_job"] = [ApiError("HTTP 500"), ApiError("HTTP 500")]
-        watch.prunejob(prunejob_body("resnet"))
-        await reconciler.trigger(NS, "resnet")
-        await settle(reconciler)
+@asynchronous
+async def test_an_api_error_is_retried_with_growing_backoff() -> None:
+    reconciler, api, watch, slept = make()
+    api.failures["create_job"] = [ApiError("HTTP 500"), ApiError("HTTP 500")]
+    watch.prunejob(prunejob_body("resnet"))
+    await reconciler.trigger(NS, "resnet")
+    await settle(reconciler)
 
-        assert slept == [1.0, 2.0]
-        assert len(api.verbs("create_job")) == 3
-        assert (NS, "resnet-g1") in api.jobs
-        assert reconciler.queue.failures(("prunejob", NS, "resnet")) == 0
-        errors = reconciler.metrics.reconcile_errors.labels(step="prunejob")._value.get()
-        assert errors == 2
-
-    run(test)
+    assert slept == [1.0, 2.0]
+    assert len(api.verbs("create_job")) == 3
+    assert (NS, "resnet-g1") in api.jobs
+    assert reconciler.queue.failures(("prunejob", NS, "resnet")) == 0
+    errors = reconciler.metrics.reconcile_errors.labels(step="prunejob")._value.get()
+    assert errors == 2
 
 
-def test_a_trigger_while_running_runs_once_more() -> None:
-    async def test() -> None:
-        reconciler, _, _, _ = make()
-        runs: list[int] = []
-        release = asyncio.Event()
+@asynchronous
+async def test_a_trigger_while_running_runs_once_more() -> None:
+    reconciler, _, _, _ = make()
+    runs: list[int] = []
+    release = asyncio.Event()
 
-        async def work() -> None:
-            runs.append(len(runs))
-            if len(runs) == 1:
-                await release.wait()
+    async def work() -> None:
+        runs.append(len(runs))
+        if len(runs) == 1:
+            await release.wait()
 
-        first = asyncio.create_task(reconciler.queue.run("k", work))
-        await asyncio.sleep(0)
-        await reconciler.queue.run("k", work)  # while the first runs: marks it dirty
-        await reconciler.queue.run("k", work)  # and again: still one more run only
-        assert runs == [0]
-        release.set()
-        await first
-        assert runs == [0, 1]
-
-    run(test)
+    first = asyncio.create_task(reconciler.queue.run("k", work))
+    await asyncio.sleep(0)
+    await reconciler.queue.run("k", work)  # while the first runs: marks it dirty
+    await reconciler.queue.run("k", work)  # and again: still one more run only
+    assert runs == [0]
+    release.set()
+    await first
+    assert runs == [0, 1]
 
 
-def test_the_cap_admits_the_oldest_and_starts_the_next_when_one_finishes() -> None:
-    async def test() -> None:
-        reconciler, api, watch, _ = make(cap=2)
-        names = ["a", "b", "c"]
-        for i, name in enumerate(names):
-            watch.prunejob(prunejob_body(name, created=f"2025-01-01T00:00:0{i}Z"))
-        for name in names:  # no Job event has arrived yet: the starts are in flight
-            await reconciler.reconcile(NS, name)
-        suspended = {name: api.jobs[NS, f"{name}-g1"]["spec"]["suspend"] for name in names}
-        assert suspended == {"a": False, "b": False, "c": True}
-        assert api.statuses[NS, "c"]["reason"] == "Queued"
+@asynchronous
+async def test_the_cap_admits_the_oldest_and_starts_the_next_when_one_finishes() -> None:
+    reconciler, api, watch, _ = make(cap=2)
+    names = ["a", "b", "c"]
+    for i, name in enumerate(names):
+        watch.prunejob(prunejob_body(name, created=f"2025-01-01T00:00:0{i}Z"))
+    for name in names:  # no Job event has arrived yet: the starts are in flight
+        await reconciler.reconcile(NS, name)
+    suspended = {name: api.jobs[NS, f"{name}-g1"]["spec"]["suspend"] for name in names}
+    assert suspended == {"a": False, "b": False, "c": True}
+    assert api.statuses[NS, "c"]["reason"] == "Queued"
 
-        for name in names:
-            watch.job(job_body(name, suspend=suspended[name]))
-        await reconciler.admit()
-        assert api.verbs("set_job_suspended") == []  # still two running
+    for name in names:
+        watch.job(job_body(name, suspend=suspended[name]))
+    await reconciler.admit()
+    assert api.verbs("set_job_suspended") == []  # still two running
 
-        watch.job(job_body("a", complete=True))
-        await reconciler.job_event("MODIFIED", NS, "a", summarize_job(job_body("a", complete=True)))
-        assert api.verbs("set_job_suspended") == [("set_job_suspended", "c-g1", "False")]
-        assert api.jobs[NS, "c-g1"]["spec"]["suspend"] is False
-
-    run(test)
+    watch.job(job_body("a", complete=True))
+    await reconciler.job_event("MODIFIED", NS, "a", summarize_job(job_body("a", complete=True)))
+    assert api.verbs("set_job_suspended") == [("set_job_suspended", "c-g1", "False")]
+    assert api.jobs[NS, "c-g1"]["spec"]["suspend"] is False
 
 
-def test_a_superseded_job_that_never_started_is_deleted() -> None:
-    async def test() -> None:
-        reconciler, api, watch, _ = make()
-        watch.prunejob(prunejob_body("resnet", generation=3))
-        watch.job(job_body("resnet", 1, suspend=True))  # queued, never started: goes
-        watch.job(job_body("resnet", 2))  # running: left to finish
-        api.jobs[NS, "resnet-g1"] = job_body("resnet", 1, suspend=True)
-        await reconciler.reconcile(NS, "resnet")
-        assert api.verbs("delete_job") == [("delete_job", "resnet-g1")]
-        assert api.verbs("create_job") == [("create_job", "resnet-g3")]
-
-    run(test)
-
-
-def test_a_finished_generation_whose_job_is_gone_is_not_run_again() -> None:
-    async def test() -> None:
-        reconciler, api, watch, _ = make()
-        done = {"phase": "Succeeded", "observedGeneration": 1, "reason": "Succeeded"}
-        watch.prunejob(prunejob_body("resnet", status=done))
-        await reconciler.reconcile(NS, "resnet")
-        assert api.calls == []
-        # A new generation does run.
-        watch.prunejob(prunejob_body("resnet", generation=2, status=done))
-        await reconciler.reconcile(NS, "resnet")
-        assert api.verbs("create_job") == [("create_job", "resnet-g2")]
-
-    run(test)
+@asynchronous
+async def test_a_superseded_job_that_never_started_is_deleted() -> None:
+    reconciler, api, _, _ = make(
+        prunejob_body("resnet", generation=3),
+        job_body("resnet", 1, suspend=True),  # queued, never started: goes
+        job_body("resnet", 2),  # running: left to finish
+    )
+    api.jobs[NS, "resnet-g1"] = job_body("resnet", 1, suspend=True)
+    await reconciler.reconcile(NS, "resnet")
+    assert api.verbs("delete_job") == [("delete_job", "resnet-g1")]
+    assert api.verbs("create_job") == [("create_job", "resnet-g3")]
 
 
-def test_an_invalid_spec_fails_without_a_job() -> None:
-    async def test() -> None:
-        reconciler, api, watch, _ = make()
-        watch.prunejob(prunejob_body("bad", gpus=-1))
-        await reconciler.reconcile(NS, "bad")
-        await settle(reconciler)
-        assert api.verbs("create_job") == []
-        assert api.verbs("patch_status") == [("patch_status", "bad", "Failed", "InvalidSpec")]
-        assert api.events == [("bad", "Warning", "InvalidSpec")]
+@asynchronous
+async def test_a_finished_generation_whose_job_is_gone_is_not_run_again() -> None:
+    reconciler, api, watch, _ = make()
+    done = {"phase": "Succeeded", "observedGeneration": 1, "reason": "Succeeded"}
+    watch.prunejob(prunejob_body("resnet", status=done))
+    await reconciler.reconcile(NS, "resnet")
+    assert api.calls == []
+    # A new generation does run.
+    watch.prunejob(prunejob_body("resnet", generation=2, status=done))
+    await reconciler.reconcile(NS, "resnet")
+    assert api.verbs("create_job") == [("create_job", "resnet-g2")]
 
-    run(test)
+
+@asynchronous
+async def test_an_invalid_spec_fails_without_a_job() -> None:
+    reconciler, api, _, _ = make(prunejob_body("bad", gpus=-1))
+    await reconciler.reconcile(NS, "bad")
+    await settle(reconciler)
+    assert api.verbs("create_job") == []
+    assert api.verbs("patch_status") == [("patch_status", "bad", "Failed", "InvalidSpec")]
+    assert api.events == [("bad", "Warning", "InvalidSpec")]
 
 
 @pytest.mark.parametrize("event_type", ["DELETED", "MODIFIED"])
-def test_events_of_owned_objects_reconcile_the_owner_unless_deleted(event_type: str) -> None:
-    async def test() -> None:
-        reconciler, api, watch, _ = make()
-        watch.prunejob(prunejob_body("resnet"))
-        await reconciler.owned_event(event_type, NS, "resnet")
-        assert len(api.verbs("create_job")) == (0 if event_type == "DELETED" else 1)
-
-    run(test)
+@asynchronous
+async def test_events_of_owned_objects_reconcile_the_owner_unless_deleted(event_type: str) -> None:
+    reconciler, api, _, _ = make(prunejob_body("resnet"))
+    await reconciler.owned_event(event_type, NS, "resnet")
+    assert len(api.verbs("create_job")) == (0 if event_type == "DELETED" else 1)
