@@ -58,9 +58,14 @@ class Connection:
         is used. Concurrent callers share one read."""
         if force or self._fetched_at is None:
             await asyncio.shield(self._fetch())
-        elif self._rotates and self._clock() - self._fetched_at > REFRESH_SECONDS:
+        elif self._due() and (self._fetching is None or self._fetching.done()):
             self._fetch().add_done_callback(_log_failure)
         return self._header
+
+    def _due(self) -> bool:
+        """A rotating token read more than REFRESH_SECONDS ago."""
+        last = self._fetched_at
+        return self._rotates and last is not None and self._clock() - last > REFRESH_SECONDS
 
     def _fetch(self) -> asyncio.Task[None]:
         if self._fetching is None or self._fetching.done():
@@ -68,7 +73,12 @@ class Connection:
         return self._fetching
 
     async def _read(self) -> None:
-        header = await asyncio.to_thread(self._authorization)
+        try:
+            header = await asyncio.to_thread(self._authorization)
+        except Exception:
+            if self._fetched_at is not None:  # keep the current token; try again later
+                self._fetched_at = self._clock()
+            raise
         self._header, self._fetched_at = header, self._clock()
 
 

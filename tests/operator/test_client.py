@@ -310,3 +310,28 @@ async def test_a_rotating_token_is_read_again_in_the_background() -> None:
         await asyncio.sleep(0.01)
     assert await rotating.authorization() == "Bearer 1"
     assert await rotating.authorization(force=True) == "Bearer 2"
+
+
+@asynchronous
+async def test_a_failing_refresh_keeps_the_current_token_and_waits_to_try_again(caplog) -> None:
+    now = [0.0]
+    reads: list[int] = []
+
+    def read() -> str:
+        reads.append(1)
+        if len(reads) > 1:
+            raise RuntimeError("exec plugin failed")
+        return "Bearer a"
+
+    rotating = connection.Connection(
+        "http://x", authorization=read, rotates=True, clock=lambda: now[0]
+    )
+    assert await rotating.authorization() == "Bearer a"
+    now[0] = connection.REFRESH_SECONDS * 2
+    for _ in range(20):
+        assert await rotating.authorization() == "Bearer a"
+        await asyncio.sleep(0.005)
+    assert len(reads) == 2  # one failed re-read, not one per call
+    assert "exec plugin failed" in caplog.text
+    with pytest.raises(RuntimeError):
+        await rotating.authorization(force=True)
