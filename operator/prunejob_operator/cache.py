@@ -1,20 +1,32 @@
 """The read-only view of the watched objects the reconciler decides from.
 
-The watch streams keep three indices (kopf's `@kopf.index` in the operator; plain
-dicts in tests): PruneJob records by (namespace, name), Job summaries by name and by
-owner, Pod summaries by Job. The `*_entries` functions say what an object is filed
-under, `IndexedCache` reads the same keys back. Nothing here writes to the cluster.
+The reflectors (`informer.py`) keep the indices: PruneJob records by (namespace,
+name), Job summaries by name and by owner, Pod summaries by Job, PriorityClasses by
+name (plain dicts in tests). The `*_entries` functions say what an object is filed
+under, `Index` files it, `IndexedCache` reads the same keys back. Nothing here writes
+to the cluster.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Hashable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from prunejob_operator.records import JobSummary, PodSummary, PruneJobRecord
 
-# key -> the objects filed under it (kopf.Index is such a mapping)
-Index = Mapping[Any, Collection[Any]]
+# key -> the objects filed under it (an `Index`, or a plain dict of lists in tests)
+IndexView = Mapping[Any, Collection[Any]]
+ObjectKey = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped objects
+
+
+@dataclass(frozen=True)
+class PriorityClassSummary:
+    """A scheduling.k8s.io/v1 PriorityClass: its value, and whether it is the default."""
+
+    name: str
+    value: int
+    global_default: bool = False
 
 
 class Cache(Protocol):
@@ -32,6 +44,8 @@ class Cache(Protocol):
 
     def pods_of(self, namespace: str, job_name: str) -> list[PodSummary]: ...
 
+    def priority_value(self, class_name: str | None) -> int: ...
+
 
 def prunejob_entries(record: PruneJobRecord) -> dict[Hashable, PruneJobRecord]:
     return {(record.namespace, record.name): record}
@@ -45,20 +59,90 @@ def pod_entries(namespace: str, job_name: str, pod: PodSummary) -> dict[Hashable
     return {(namespace, job_name): pod}
 
 
-class IndexedCache:
-    """`Cache` over three indices filed by the `*_entries` functions above."""
+def priority_class_entries(body: Mapping[str, Any]) -> dict[Hashable, PriorityClassSummary]:
+    metadata = body.get("metadata") or {}
+    try:
+        value = int(body.get("value") or 0)
+    except (TypeError, ValueError):
+        value = 0
+    summary = PriorityClassSummary(
+        name=str(metadata.get("name") or ""),
+        value=value,
+        global_default=bool(body.get("globalDefault")),
+    )
+    return {summary.name: summary}
 
-    def __init__(self, prunejobs: Index, jobs: Index, pods: Index) -> None:
+
+class Index:
+    """Objects filed under keys, as the `*_entries` functions say; a key -> values
+    mapping for `IndexedCache`. Filing an object again replaces its old entries."""
+
+    def __init__(self) -> None:
+        self._entries: dict[ObjectKey, Mapping[Hashable, Any]] = {}
+        self._filed: dict[Hashable, dict[ObjectKey, Any]] = {}
+
+    def file(
+        self, obj: ObjectKey, entries: Mapping[Hashable, Any] | None
+    ) -> Mapping[Hashable, Any] | None:
+        """File `obj` under `entries` (None or empty: under nothing); its old entries."""
+        old = self.unfile(obj)
+        if entries:
+            self._entries[obj] = entries
+            for key, value in entries.items():
+                self._filed.setdefault(key, {})[obj] = value
+        return old
+
+    def unfile(self, obj: ObjectKey) -> Mapping[Hashable, Any] | None:
+        """Forget `obj`; its old entries (None if it was not filed)."""
+        old = self._entries.pop(obj, None)
+        for key in old or ():
+            filed = self._filed.get(key)
+            if filed is not None:
+                filed.pop(obj, None)
+                if not filed:
+                    del self._filed[key]
+        return old
+
+    def entries(self, obj: ObjectKey) -> Mapping[Hashable, Any] | None:
+        return self._entries.get(obj)
+
+    def objects(self) -> list[ObjectKey]:
+        return list(self._entries)
+
+    def __getitem__(self, key: Hashable) -> Collection[Any]:
+        return list(self._filed[key].values())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._filed
+
+    def __iter__(self) -> Iterator[Hashable]:
+        return iter(list(self._filed))
+
+    def __len__(self) -> int:
+        return len(self._filed)
+
+
+class IndexedCache:
+    """`Cache` over the indices filed by the `*_entries` functions above."""
+
+    def __init__(
+        self,
+        prunejobs: IndexView,
+        jobs: IndexView,
+        pods: IndexView,
+        priority_classes: IndexView | None = None,
+    ) -> None:
         self._prunejobs = prunejobs
         self._jobs = jobs
         self._pods = pods
+        self._priority_classes: IndexView = {} if priority_classes is None else priority_classes
 
     @staticmethod
-    def _one(index: Index, key: Hashable) -> Any:
+    def _one(index: IndexView, key: Hashable) -> Any:
         return next(iter(index[key]), None) if key in index else None
 
     @staticmethod
-    def _all(index: Index, key: Hashable) -> list[Any]:
+    def _all(index: IndexView, key: Hashable) -> list[Any]:
         return list(index[key]) if key in index else []
 
     def prunejob(self, namespace: str, name: str) -> PruneJobRecord | None:
@@ -83,3 +167,18 @@ class IndexedCache:
 
     def pods_of(self, namespace: str, job_name: str) -> list[PodSummary]:
         return self._all(self._pods, (namespace, job_name))
+
+    def priority_value(self, class_name: str | None) -> int:
+        """The value of PriorityClass `class_name`; for none or an unknown one, the
+        value of the globalDefault class, else 0 (what Kubernetes gives a Pod without
+        a priorityClassName)."""
+        found = self._one(self._priority_classes, class_name) if class_name else None
+        if found is not None:
+            return int(found.value)
+        defaults = [
+            pc.value
+            for key in list(self._priority_classes)
+            for pc in self._all(self._priority_classes, key)
+            if pc.global_default
+        ]
+        return max(defaults, default=0)

@@ -32,15 +32,29 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument(
         "-A", "--all-namespaces", action="store_true", help="watch all namespaces (default)"
     )
-    peering = parser.add_mutually_exclusive_group()
-    peering.add_argument(
-        "--standalone", action="store_true", default=None, help="no kopf peering (one replica)"
+    parser.add_argument(
+        "--leader-election",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="replicas elect one leader with a coordination.k8s.io Lease; only it writes "
+        "(default: on; --no-leader-election: this process reconciles alone)",
     )
-    peering.add_argument(
-        "--peering",
+    parser.add_argument(
+        "--lease-name",
         metavar="NAME",
-        help=f"kopf peering object for HA replicas (default {settings.DEFAULT_PEERING!r})",
+        help=f"the leader Lease's name (default {settings.DEFAULT_LEASE_NAME!r})",
     )
+    parser.add_argument(
+        "--lease-namespace",
+        metavar="NS",
+        help=f"the leader Lease's namespace (default: ${settings.POD_NAMESPACE_ENV}, "
+        f"else {settings.FALLBACK_LEASE_NAMESPACE!r})",
+    )
+    obsolete = parser.add_mutually_exclusive_group()
+    obsolete.add_argument(
+        "--standalone", action="store_true", default=None, help="obsolete: --no-leader-election"
+    )
+    obsolete.add_argument("--peering", metavar="NAME", help="obsolete: ignored (kopf peering)")
     parser.add_argument(
         "--liveness",
         metavar="PORT|HOST:PORT|URL",
@@ -68,11 +82,19 @@ def config_from_args(
         changes["namespaces"] = tuple(args.namespaces)
     elif args.all_namespaces:
         changes["namespaces"] = ()
+    notices = list(base.notices)
     if args.standalone:
-        changes["standalone"] = True
+        changes["leader_election"] = False
+        notices.append(f"--standalone is now --no-leader-election: {settings.OBSOLETE_PEERING}")
     if args.peering:
-        changes["peering"] = args.peering
-        changes["standalone"] = False
+        notices.append(f"--peering is ignored: {settings.OBSOLETE_PEERING}")
+    if args.leader_election is not None:
+        changes["leader_election"] = args.leader_election
+    if args.lease_name:
+        changes["lease_name"] = args.lease_name
+    if args.lease_namespace:
+        changes["lease_namespace"] = args.lease_namespace
+    changes["notices"] = tuple(notices)
     if args.liveness:
         changes["liveness"] = settings.liveness_url(args.liveness)
     for name in ("metrics_port", "max_running_jobs"):
@@ -116,21 +138,25 @@ def main(argv: list[str] | None = None) -> int:
 
     import kopf  # after parsing: `--help` stays fast
 
-    from prunejob_operator import handlers  # registers the handlers with kopf
+    from prunejob_operator import handlers, runtime  # handlers: registers them with kopf
 
     kopf.configure(verbose=config.verbose, log_format=kopf.LogFormat.FULL)
     logging.getLogger(handlers.LOG.name).setLevel(logging.DEBUG if config.verbose else logging.INFO)
     if not config.verbose:
         # kopf logs every handler run at INFO: thousands of lines per minute at scale.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    for notice in config.notices:
+        print(f"prunejob operator: warning: {notice}", file=sys.stderr)
+    outcome = runtime.Outcome()
     try:
         kopf.run(
-            clusterwide=config.clusterwide,
-            namespaces=config.namespaces,
-            standalone=config.standalone,
-            peering_name=None if config.standalone else config.peering,
+            # kopf is the process runtime only (start-up, clean-up, the probe): no peering,
+            # and it watches nothing; the operator's own reflectors do (see handlers.py).
+            clusterwide=True,
+            standalone=True,
             liveness_endpoint=config.liveness,
-            memo=kopf.Memo(config=config, connection=server),  # what handlers.configure reads
+            stop_flag=outcome.stop,
+            memo=kopf.Memo(config=config, connection=server, outcome=outcome),
         )
     except KeyboardInterrupt:
         return 130
@@ -141,4 +167,4 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    return 0
+    return outcome.exit_code

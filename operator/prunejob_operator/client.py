@@ -1,10 +1,15 @@
-"""`KubeApi` over HTTP: aiohttp with the credentials of `connection.Connection`.
+"""`KubeApi`, `ListWatch` and `LeaseApi` over HTTP: aiohttp with the credentials of
+`connection.Connection`.
 
-Requests are JSON; one session (keep-alive connection pool) per operator. Failures a
-retry can fix — no response, a timeout, 429 and 5xx — are retried after `BACKOFFS`
-(or the server's Retry-After when it asks for longer); a 401 asks the credentials
-again once (rotated tokens). What is left raises `kubeapi.ApiError` with a one-line
-message: `PATCH /apis/...: HTTP 422 Invalid: <the Status message>`.
+Requests are JSON; one session (keep-alive connection pool) per operator. The
+reconciler's requests retry what a retry can fix — no response, a timeout, 429 and
+5xx — after `BACKOFFS` (or the server's Retry-After when it asks for longer); a 401
+asks the credentials again once (rotated tokens). What is left raises
+`kubeapi.ApiError` with a one-line message: `PATCH /apis/...: HTTP 422 Invalid: <the
+Status message>`. Writes go through a fence: while `may_write()` says no (this process
+does not lead), every attempt is refused with `NotLeader` before it is sent. Lists,
+watches and Lease requests are single attempts (the reflectors and the elector have
+their own backoff and deadlines); a watch streams its events line by line.
 """
 
 from __future__ import annotations
@@ -23,7 +28,15 @@ import aiohttp
 
 from prunejob_operator import models
 from prunejob_operator.connection import Connection
-from prunejob_operator.kubeapi import ApiError, Conflict, NotFound, ObjectRef
+from prunejob_operator.kubeapi import (
+    ApiError,
+    Conflict,
+    Gone,
+    ListPage,
+    NotFound,
+    NotLeader,
+    ObjectRef,
+)
 
 LOG = logging.getLogger("prunejob_operator.client")
 
@@ -37,7 +50,9 @@ MERGE_PATCH = "application/merge-patch+json"
 JOBS = "/apis/batch/v1/namespaces/{namespace}/jobs"
 EVENTS = "/api/v1/namespaces/{namespace}/events"
 PRUNEJOBS = f"/apis/{models.GROUP}/{models.VERSION}/namespaces/{{namespace}}/{models.PLURAL}"
+LEASES = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
 BACKGROUND_DELETE = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
+WATCH_READ_MARGIN = 30.0  # seconds of silence beyond the watch's timeoutSeconds = a dead stream
 
 
 def path(collection: str, namespace: str, *names: str) -> str:
@@ -51,7 +66,14 @@ def _one_line(text: str, limit: int = 300) -> str:
     return line[:limit]
 
 
-def error_of(method: str, where: str, status: int, payload: bytes, phrase: str = "") -> ApiError:
+def error_of(
+    method: str,
+    where: str,
+    status: int,
+    payload: bytes,
+    phrase: str = "",
+    headers: Mapping[str, str] | None = None,
+) -> ApiError:
     """The ApiError for an HTTP error answer (a Kubernetes `Status`, or any text)."""
     reason = message = ""
     try:
@@ -66,8 +88,19 @@ def error_of(method: str, where: str, status: int, payload: bytes, phrase: str =
     text = f"{method} {where}: HTTP {status} {reason or phrase}".rstrip()
     if _one_line(message):
         text += f": {_one_line(message)}"
-    kind = NotFound if status == 404 else Conflict if status == 409 else ApiError
-    return kind(text, code=status, reason=reason)
+    kind = {404: NotFound, 409: Conflict, 410: Gone}.get(status, ApiError)
+    return kind(text, code=status, reason=reason, retry_after=retry_after(headers or {}, payload))
+
+
+def watch_error(where: str, status: Mapping[str, Any]) -> ApiError:
+    """The ApiError for an ERROR event inside a watch stream (its object is a `Status`)."""
+    code = status.get("code") if isinstance(status.get("code"), int) else None
+    reason = str(status.get("reason") or "")
+    text = f"WATCH {where}: ERROR event {code or ''} {reason}".rstrip()
+    if _one_line(str(status.get("message") or "")):
+        text += f": {_one_line(str(status.get('message')))}"
+    kind = Gone if code == 410 or reason in ("Expired", "Gone") else ApiError
+    return kind(text, code=code, reason=reason)
 
 
 def retry_after(headers: Mapping[str, str], payload: bytes) -> float | None:
@@ -124,8 +157,45 @@ def event_body(
     }
 
 
+def _with_query(where: str, query: Mapping[str, str]) -> str:
+    """`where` with the non-empty `query` parameters, URL-encoded."""
+    present = {key: value for key, value in query.items() if value}
+    return f"{where}?{urllib.parse.urlencode(present)}" if present else where
+
+
+async def _stream_lines(
+    content: aiohttp.StreamReader, where: str, on_event: Callable[[dict[str, Any]], None]
+) -> None:
+    """Decode a watch stream, one JSON event per line, into `on_event` (lines can be far
+    longer than aiohttp's readline limit: big objects, so the split is ours)."""
+    buffer = bytearray()
+    async for chunk in content.iter_any():
+        buffer += chunk
+        start = 0
+        while (end := buffer.find(b"\n", start)) >= 0:
+            _deliver(bytes(buffer[start:end]), where, on_event)
+            start = end + 1
+        del buffer[:start]
+    _deliver(bytes(buffer), where, on_event)
+
+
+def _deliver(line: bytes, where: str, on_event: Callable[[dict[str, Any]], None]) -> None:
+    if not line.strip():
+        return
+    try:
+        event = json.loads(line)
+    except ValueError:
+        raise ApiError(f"WATCH {where}: a malformed event ({len(line)} bytes)") from None
+    if not isinstance(event, dict):
+        raise ApiError(f"WATCH {where}: a malformed event (not an object)")
+    if event.get("type") == "ERROR":
+        raise watch_error(where, event.get("object") or {})
+    on_event(event)
+
+
 class HttpKubeApi:
-    """The operator's API client (see the module docstring); implements `KubeApi`."""
+    """The operator's API client (see the module docstring); implements `KubeApi`,
+    `ListWatch` and `LeaseApi`."""
 
     def __init__(
         self,
@@ -136,14 +206,17 @@ class HttpKubeApi:
         component: str = "prunejob-operator",
         event_name_prefix: str = "prunejob-",
         instance: str | None = None,
+        may_write: Callable[[], bool] = lambda: True,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        """`may_write()`: whether writes may be sent now (the leader fence)."""
         self.connection = connection
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.backoffs = backoffs
         self.component = component
         self.event_name_prefix = event_name_prefix
         self.instance = instance or socket.gethostname()
+        self.may_write = may_write
         self._sleep = sleep
         self._session: aiohttp.ClientSession | None = None
 
@@ -159,6 +232,18 @@ class HttpKubeApi:
             await self._session.close()
             self._session = None
 
+    async def _headers(self, method: str, where: str, content_type: str | None) -> dict[str, str]:
+        headers = {"Accept": JSON}
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        try:
+            authorization = await self.connection.authorization()
+        except Exception as err:  # an exec plugin or token file failing: one line
+            raise ApiError(f"{method} {where}: credentials: {_one_line(str(err))}") from err
+        if authorization:
+            headers["Authorization"] = authorization
+        return headers
+
     async def request(
         self,
         method: str,
@@ -166,22 +251,27 @@ class HttpKubeApi:
         body: Any = None,
         *,
         content_type: str = JSON,
+        retries: bool = True,
+        timeout: float | None = None,
+        fenced: bool | None = None,
     ) -> Any:
-        """`method` on `where` (a path on the server); the decoded JSON answer."""
+        """`method` on `where` (a path on the server); the decoded JSON answer.
+
+        `retries=False`: one attempt (a 401 still re-reads the credentials once);
+        `timeout`: seconds for each attempt instead of the session's; `fenced`: refuse
+        while `may_write()` says no (default: every method but GET)."""
         session = self._open()
         data = None if body is None else json.dumps(body).encode()
-        attempts = iter((*self.backoffs, None))
+        attempts = iter((*self.backoffs, None) if retries else (None,))
+        fence = method != "GET" if fenced is None else fenced
+        options: dict[str, Any] = {}
+        if timeout is not None:
+            options["timeout"] = aiohttp.ClientTimeout(total=timeout)
         reauthenticated = False
         while True:
-            headers = {"Accept": JSON}
-            if data is not None:
-                headers["Content-Type"] = content_type
-            try:
-                authorization = await self.connection.authorization()
-            except Exception as err:  # an exec plugin or token file failing: one line
-                raise ApiError(f"{method} {where}: credentials: {_one_line(str(err))}") from err
-            if authorization:
-                headers["Authorization"] = authorization
+            if fence and not self.may_write():
+                raise NotLeader(f"{method} {where}: not sent: this replica does not lead")
+            headers = await self._headers(method, where, None if data is None else content_type)
             try:
                 async with session.request(
                     method,
@@ -190,6 +280,7 @@ class HttpKubeApi:
                     headers=headers,
                     proxy=self.connection.proxy,
                     server_hostname=self.connection.server_hostname,
+                    **options,
                 ) as response:
                     status, phrase = response.status, response.reason or ""
                     answer_headers, payload = response.headers, await response.read()
@@ -204,10 +295,10 @@ class HttpKubeApi:
                 with contextlib.suppress(Exception):  # a failed re-read: the next try says
                     await self.connection.authorization(force=True)
                 continue
-            failure = error_of(method, where, status, payload, phrase)
+            failure = error_of(method, where, status, payload, phrase, answer_headers)
             if status not in RETRY_STATUSES:
                 raise failure
-            await self._pause(failure, next(attempts), retry_after(answer_headers, payload))
+            await self._pause(failure, next(attempts), failure.retry_after)
 
     async def _pause(self, failure: ApiError, backoff: float | None, asked: float | None) -> None:
         """Wait before the next attempt, or raise `failure` when none is left."""
@@ -216,6 +307,97 @@ class HttpKubeApi:
         delay = max(backoff, min(asked, MAX_RETRY_AFTER)) if asked is not None else backoff
         LOG.warning("%s; retrying in %.0fs", failure, delay)
         await self._sleep(delay)
+
+    # -- ListWatch --------------------------------------------------------------------
+
+    async def list_page(
+        self, where: str, *, label_selector: str = "", limit: int = 0, continue_token: str = ""
+    ) -> ListPage:
+        query = {
+            "labelSelector": label_selector,
+            "limit": str(limit or ""),
+            "continue": continue_token,
+        }
+        target = _with_query(where, query)
+        document = await self.request("GET", target, retries=False)
+        metadata = (document or {}).get("metadata") or {}
+        return ListPage(
+            items=list((document or {}).get("items") or []),
+            resource_version=str(metadata.get("resourceVersion") or ""),
+            continue_token=str(metadata.get("continue") or ""),
+        )
+
+    async def watch(
+        self,
+        where: str,
+        *,
+        resource_version: str,
+        label_selector: str = "",
+        timeout_seconds: int,
+        on_event: Callable[[dict[str, Any]], None],
+    ) -> None:
+        query = {
+            "watch": "true",
+            "resourceVersion": resource_version,
+            "timeoutSeconds": str(timeout_seconds),
+            "allowWatchBookmarks": "true",
+            "labelSelector": label_selector,
+        }
+        # No total: a watch lasts; a stream silent for longer than the server's own
+        # timeout (plus a margin) is dead, and so is a connection that cannot be made.
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=WATCH_READ_MARGIN,
+            sock_read=timeout_seconds + WATCH_READ_MARGIN,
+        )
+        headers = await self._headers("WATCH", where, None)
+        try:
+            async with self._open().get(
+                self.connection.server + _with_query(where, query),
+                headers=headers,
+                proxy=self.connection.proxy,
+                server_hostname=self.connection.server_hostname,
+                timeout=timeout,
+            ) as response:
+                if response.status != 200:
+                    payload = await response.read()
+                    if response.status == 401:
+                        with contextlib.suppress(Exception):
+                            await self.connection.authorization(force=True)
+                    raise error_of(
+                        "WATCH", where, response.status, payload, response.reason or "",
+                        response.headers,
+                    )  # fmt: skip
+                await _stream_lines(response.content, where, on_event)
+        except (aiohttp.ClientError, TimeoutError) as err:
+            raise ApiError(f"WATCH {where}: {type(err).__name__}: {_one_line(str(err))}") from err
+
+    # -- LeaseApi ---------------------------------------------------------------------
+
+    async def get_lease(
+        self, namespace: str, name: str, *, timeout: float
+    ) -> dict[str, Any] | None:
+        try:
+            lease: dict[str, Any] = await self.request(
+                "GET", path(LEASES, namespace, name), retries=False, timeout=timeout
+            )
+        except NotFound:
+            return None
+        return lease
+
+    async def create_lease(self, body: Mapping[str, Any], *, timeout: float) -> dict[str, Any]:
+        where = path(LEASES, body["metadata"]["namespace"])
+        created: dict[str, Any] = await self.request(
+            "POST", where, body, retries=False, timeout=timeout, fenced=False
+        )
+        return created
+
+    async def replace_lease(self, body: Mapping[str, Any], *, timeout: float) -> dict[str, Any]:
+        where = path(LEASES, body["metadata"]["namespace"], body["metadata"]["name"])
+        replaced: dict[str, Any] = await self.request(
+            "PUT", where, body, retries=False, timeout=timeout, fenced=False
+        )
+        return replaced
 
     # -- KubeApi ----------------------------------------------------------------------
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from prunejob_operator.models import PHASES
@@ -28,6 +28,37 @@ class _PhaseCollector(Collector):
         for phase, count in counts.items():
             family.add_metric([phase], count)
         yield family
+
+
+WatchCounts = Callable[[], Iterable[tuple[str, Mapping[str, int]]]]
+
+
+class _WatchCollector(Collector):
+    """`prunejob_watch_lists_total{resource}` and `prunejob_watch_restarts_total{resource,
+    reason}` from the reflectors' own counts."""
+
+    REASONS = ("gone", "throttled", "error", "dropped", "ended")
+
+    def __init__(self, counts: WatchCounts) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        lists = CounterMetricFamily(
+            "prunejob_watch_lists", "Lists by the reflectors (start-up and relists).",
+            labels=["resource"],
+        )  # fmt: skip
+        restarts = CounterMetricFamily(
+            "prunejob_watch_restarts",
+            "Watch requests that ended, by why: gone (410: relist), throttled (429), "
+            "error (other HTTP errors), dropped (connection lost or silent), ended (timeout).",
+            labels=["resource", "reason"],
+        )
+        for resource, counts in self._counts():
+            lists.add_metric([resource], counts.get("lists", 0))
+            for reason in self.REASONS:
+                restarts.add_metric([resource, reason], counts.get(reason, 0))
+        yield lists
+        yield restarts
 
 
 def _seconds_between(start: str | None, end: str | None) -> float | None:
@@ -65,9 +96,18 @@ class Metrics:
         self.jobs_created = Counter(
             "prunejob_jobs_created_total", "Worker Jobs created.", registry=self.registry
         )
+        self.leader = Gauge(
+            "prunejob_leader",
+            "1 while this replica holds the leader Lease and reconciles, else 0.",
+            registry=self.registry,
+        )
         # (namespace, name) -> phase; written on the event loop, read by the scrape thread.
         self._phases: dict[tuple[str, str], str] = {}
         self.registry.register(_PhaseCollector(self._phases))
+
+    def watch_counts(self, counts: WatchCounts) -> None:
+        """Export the reflectors' counts (`counts()` is read at every scrape)."""
+        self.registry.register(_WatchCollector(counts))
 
     def set_phase(self, key: tuple[str, str], phase: str | None) -> None:
         self._phases[key] = phase or "Unknown"
