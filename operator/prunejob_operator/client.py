@@ -207,9 +207,12 @@ class HttpKubeApi:
         event_name_prefix: str = "prunejob-",
         instance: str | None = None,
         may_write: Callable[[], bool] = lambda: True,
+        watch_read_margin: float = WATCH_READ_MARGIN,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        """`may_write()`: whether writes may be sent now (the leader fence)."""
+        """`may_write()`: whether writes may be sent now (the leader fence);
+        `watch_read_margin`: seconds of silence beyond a watch's timeoutSeconds that
+        mean the stream is dead."""
         self.connection = connection
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.backoffs = backoffs
@@ -217,6 +220,7 @@ class HttpKubeApi:
         self.event_name_prefix = event_name_prefix
         self.instance = instance or socket.gethostname()
         self.may_write = may_write
+        self.watch_read_margin = watch_read_margin
         self._sleep = sleep
         self._session: aiohttp.ClientSession | None = None
 
@@ -348,7 +352,7 @@ class HttpKubeApi:
         timeout = aiohttp.ClientTimeout(
             total=None,
             sock_connect=WATCH_READ_MARGIN,
-            sock_read=timeout_seconds + WATCH_READ_MARGIN,
+            sock_read=timeout_seconds + self.watch_read_margin,
         )
         headers = await self._headers("WATCH", where, None)
         try:
