@@ -1,24 +1,44 @@
 """Integration-test helpers: the real operator in a subprocess against the devcluster.
 
 `Kube` is a tiny JSON-over-HTTP client (the devcluster needs no auth) that returns
-plain dicts; `OperatorProcess` (devcluster's stack, as the demo and the benches use it)
-runs `python -m prunejob_operator` with the cluster's KUBECONFIG and keeps its log;
-`JobController` plays the Job controller and kubelet for tests that must not run a
-worker (it writes Pod and Job status the way Kubernetes does).
+plain dicts; `OperatorProcess` runs the operator as the shipped Deployment does
+(`deploy/base/deployment.yaml`: the image's `prunejob` entrypoint with the container's
+args and env, POD_NAME/POD_NAMESPACE as the downward API sets them, a kubeconfig
+instead of the in-cluster service account, free ports instead of the pod's own 8080
+and 9090) with the cluster's KUBECONFIG, and keeps its log; `Deployment` keeps N such
+replicas running, restarting a replica's container when it exits, as the kubelet
+does; `JobController` plays the Job controller and kubelet for tests that must not run
+a worker (it writes Pod and Job status the way Kubernetes does).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import signal
+import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
-from devcluster.stack import OperatorProcess as OperatorProcess  # re-exported for the tests
+import yaml
+
+from devcluster import stack
+from devcluster.stack import free_port
 
 T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[2]
+DEPLOYMENT = REPO / "deploy" / "base" / "deployment.yaml"
+ENTRYPOINT = (sys.executable, "-m", "prunejob")  # the operator image's ENTRYPOINT ["prunejob"]
+OPERATOR_NAMESPACE = "prunejob-system"  # deploy/kustomization.yaml's namespace
+LEASE_NAME = "prunejob-operator"
+LEASES = "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases"
 
 PJ = "/apis/prunejob.io/v1alpha1/namespaces/{ns}/prunejobs"
 JOBS = "/apis/batch/v1/namespaces/{ns}/jobs"
@@ -101,6 +121,225 @@ def wait_for(check: Callable[[], T | None], timeout: float = 30, what: str = "")
             return last
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout}s waiting for {what or check}: last={last!r}")
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    """What deploy/base/deployment.yaml says the operator container runs with."""
+
+    replicas: int
+    args: tuple[str, ...]
+    env: Mapping[str, str]  # plain `value` entries
+    field_env: Mapping[str, str]  # env name -> downward API fieldPath
+
+    @classmethod
+    def load(cls, path: Path = DEPLOYMENT) -> DeploymentSpec:
+        document = yaml.safe_load(path.read_text())
+        (container,) = document["spec"]["template"]["spec"]["containers"]
+        env: dict[str, str] = {}
+        field_env: dict[str, str] = {}
+        for item in container.get("env") or []:
+            source = item.get("valueFrom") or {}
+            if "fieldRef" in source:
+                field_env[item["name"]] = source["fieldRef"]["fieldPath"]
+            elif "value" in item:
+                env[item["name"]] = str(item["value"])
+            else:
+                raise AssertionError(f"the harness cannot supply env {item!r}")
+        return cls(document["spec"]["replicas"], tuple(container["args"]), env, field_env)
+
+    def container_env(self, pod_name: str, namespace: str) -> dict[str, str]:
+        """The env vars, with the downward API's fields filled in as the kubelet would."""
+        fields = {"metadata.name": pod_name, "metadata.namespace": namespace}
+        resolved = {name: fields[path] for name, path in self.field_env.items()}
+        return {**self.env, **resolved}
+
+    def container_args(
+        self, liveness_port: int, metrics_port: int, extra: Sequence[str]
+    ) -> list[str]:
+        """The args with this machine's free ports for the pod's own ones, then `extra`
+        (argparse: later flags win; a namespace list replaces --all-namespaces)."""
+        args: list[str] = []
+        scoped = any(
+            arg in ("-n", "--namespace") or arg.startswith("--namespace=") for arg in extra
+        )
+        for arg in self.args:
+            if arg.startswith("--liveness="):
+                arg = f"--liveness=127.0.0.1:{liveness_port}"
+            elif arg.startswith("--metrics-port="):
+                arg = f"--metrics-port={metrics_port}"
+            elif arg in ("-A", "--all-namespaces") and scoped:
+                continue
+            args.append(arg)
+        return [*args, *extra]
+
+
+def server_of(kubeconfig: Path) -> str:
+    document = yaml.safe_load(kubeconfig.read_text())
+    return str(document["clusters"][0]["cluster"]["server"])
+
+
+class OperatorProcess(stack.OperatorProcess):
+    """One replica of the shipped Deployment (see the module docstring): `start` after
+    `kill` is its container restarting in the same pod (same POD_NAME)."""
+
+    def __init__(
+        self,
+        kubeconfig: Path,
+        log_path: Path,
+        *args: str,
+        pod_name: str | None = None,
+        namespace: str = OPERATOR_NAMESPACE,
+        env: Mapping[str, str] | None = None,
+        deployment: DeploymentSpec | None = None,
+    ) -> None:
+        spec = deployment or DeploymentSpec.load()
+        self.pod_name = pod_name or f"prunejob-operator-{secrets.token_hex(3)}"
+        self.namespace = namespace
+        self.liveness_port, self.metrics_port = free_port(), free_port()
+        container_env = {
+            **os.environ,
+            **spec.container_env(self.pod_name, namespace),
+            **(env or {}),
+        }
+        super().__init__(
+            kubeconfig,
+            log_path,
+            *spec.container_args(self.liveness_port, self.metrics_port, args),
+            command=ENTRYPOINT,
+            env=container_env,
+        )
+
+    @property
+    def health_url(self) -> str:
+        return f"http://127.0.0.1:{self.liveness_port}/healthz"
+
+    def start(self) -> OperatorProcess:
+        # `kubectl apply -k deploy/` creates the operator's namespace (its Lease lives there).
+        kube = Kube(server_of(self.kubeconfig))
+        try:
+            kube.namespace(self.namespace)
+        except ApiError as err:
+            if err.code != 409:
+                raise
+        super().start()
+        return self
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """The liveness endpoint's status code and JSON (0, {} when nothing answers)."""
+        try:
+            with urllib.request.urlopen(self.health_url, timeout=5) as response:
+                return response.status, json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as err:
+            return err.code, {}
+        except (urllib.error.URLError, OSError, ValueError):
+            return 0, {}
+
+
+class Deployment:
+    """N replicas of the operator, each restarted after `restart_delay` seconds when its
+    process exits (as the kubelet restarts a container; `replace` is a new pod)."""
+
+    def __init__(
+        self,
+        kubeconfig: Path,
+        workdir: Path,
+        replicas: int | None = None,
+        *args: str,
+        restart_delay: float = 1.0,
+    ) -> None:
+        self.kubeconfig = kubeconfig
+        self.workdir = workdir
+        self.args = args
+        self.restart_delay = restart_delay
+        self.spec = DeploymentSpec.load()
+        count = self.spec.replicas if replicas is None else replicas
+        self.replicas = [self._new_replica(i) for i in range(count)]
+        self.restarts = 0  # containers restarted after exiting by themselves or a kill
+        self.exit_codes: list[int] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._watcher = threading.Thread(target=self._keep_running, daemon=True)
+
+    def _new_replica(self, index: int) -> OperatorProcess:
+        name = f"prunejob-operator-{secrets.token_hex(3)}-{index}"
+        return OperatorProcess(
+            self.kubeconfig, self.workdir / f"{name}.log", *self.args, pod_name=name,
+            deployment=self.spec,
+        )  # fmt: skip
+
+    def __enter__(self) -> Deployment:
+        for replica in self.replicas:
+            replica.start()
+        self._watcher.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopping.set()
+        self._watcher.join(timeout=10)
+        with self._lock:
+            for replica in self.replicas:
+                replica.stop()
+
+    def _keep_running(self) -> None:
+        while not self._stopping.wait(0.2):
+            with self._lock:
+                for replica in self.replicas:
+                    code = replica.exited()
+                    if code is None:
+                        continue
+                    self.exit_codes.append(code)
+                    replica.process = None
+                    time.sleep(self.restart_delay)
+                    replica.start()
+                    self.restarts += 1
+
+    def kill(self, pod_name: str) -> None:
+        """SIGKILL the replica's container; it is restarted (same pod) like any exit."""
+        self._signal(pod_name, signal.SIGKILL)
+
+    def terminate(self, pod_name: str) -> None:
+        """SIGTERM (what the kubelet sends first); it is restarted (same pod) once it exits."""
+        self._signal(pod_name, signal.SIGTERM)
+
+    def _signal(self, pod_name: str, signum: int) -> None:
+        with self._lock:
+            replica = self.replica(pod_name)
+            assert replica.process is not None
+            replica.process.send_signal(signum)  # the watcher sees the exit, restarts it
+
+    def replace(self, pod_name: str) -> OperatorProcess:
+        """The pod is lost (SIGKILL, never restarted) and a new pod takes its place."""
+        with self._lock:
+            index = next(i for i, r in enumerate(self.replicas) if r.pod_name == pod_name)
+            self.replicas[index].kill()
+            fresh = self._new_replica(len(self.replicas) + index)
+            self.replicas[index] = fresh
+            fresh.start()
+            return fresh
+
+    def replica(self, pod_name: str) -> OperatorProcess:
+        return next(r for r in self.replicas if r.pod_name == pod_name)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {r.pod_name}\n{r.log()}" for r in self.replicas)
+
+
+def lease(
+    kube: Kube, namespace: str = OPERATOR_NAMESPACE, name: str = LEASE_NAME
+) -> dict[str, Any]:
+    """The leader Lease's spec ({} while there is none)."""
+    try:
+        return kube.get(LEASES, name, namespace).get("spec") or {}
+    except ApiError as err:
+        if err.code == 404:
+            return {}
+        raise
+
+
+def pod_of(holder: str) -> str:
+    """The pod name in a Lease holderIdentity (`<pod>_<random>`)."""
+    return holder.rsplit("_", 1)[0]
 
 
 class JobController:
