@@ -131,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     except PrunejobError as err:
         print(f"prunejob operator: error: {err}", file=sys.stderr)
         return err.exit_code
+    for notice in config.notices:
+        print(f"prunejob operator: warning: {notice}", file=sys.stderr)
     server, problem = load_connection()
     if problem:
         print(f"prunejob operator: error: {problem}", file=sys.stderr)
@@ -145,8 +147,6 @@ def main(argv: list[str] | None = None) -> int:
     if not config.verbose:
         # kopf logs every handler run at INFO: thousands of lines per minute at scale.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    for notice in config.notices:
-        print(f"prunejob operator: warning: {notice}", file=sys.stderr)
     outcome = runtime.Outcome()
     try:
         kopf.run(

@@ -10,11 +10,14 @@ thousands of objects cost little memory. No I/O here.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from prunejob_operator.cache import Index, ObjectKey
+
+LOG = logging.getLogger("prunejob_operator.informer")
 
 Body = Mapping[str, Any]
 Entries = Mapping[Hashable, Any]
@@ -98,15 +101,18 @@ class Informer:
             self._upsert(event_type, key, obj)
 
     def _upsert(self, event_type: str, key: ObjectKey, body: Body) -> None:
-        owner = self._owner(body)
+        try:
+            owner, new = self._owner(body), self._file(body)
+        except Exception:  # one unreadable object must not stop the watching of all
+            LOG.exception("%s %s/%s: cannot read it; ignoring it", self.resource, *key)
+            owner, new = None, None
         self._known[key] = (_version(body), owner)
-        new = self._file(body)
         old = self.index.file(key, new)
         self._notify(Change(event_type, key[0], key[1], owner, body, old, new or None))
 
     def _delete(self, key: ObjectKey, body: Body | None) -> None:
         known = self._known.pop(key, None)
-        owner = self._owner(body) if body is not None else (known[1] if known else None)
+        owner = known[1] if known else None
         old = self.index.unfile(key)
         self._notify(Change("DELETED", key[0], key[1], owner, body, old, None))
 

@@ -8,7 +8,7 @@ cache holds everything the previous leader wrote), then every PruneJob is reconc
 and from then on every change triggers its PruneJob's reconcile (a relist: all of
 them). Only the leader writes: the client's fence refuses every write the moment the
 elector stops leading. A lost lead, a reflector or the elector ending, or a reflector
-that has not heard from the API server for `STALE_AFTER` seconds make the process stop
+that has not heard from the API server for `watch_stale_seconds` (300) make the process stop
 with exit code 1 (`Outcome.fail`); the probe reports the same as unhealthy meanwhile.
 A graceful stop posts the queued Events and releases the Lease.
 """
@@ -40,7 +40,6 @@ from prunejob_operator.settings import OperatorConfig
 LOG = logging.getLogger("prunejob_operator")
 COMPONENT = "prunejob-operator"
 MANAGED_SELECTOR = f"{manifests.LABEL_MANAGED_BY}={manifests.MANAGED_BY}"
-STALE_AFTER = 300.0  # seconds a reflector may go without hearing from the API server
 SUPERVISE_PERIOD = 5.0  # seconds between the supervisor's health checks
 HARD_EXIT_AFTER = 30.0  # seconds a failed process gets to stop gracefully before _exit(1)
 
@@ -105,12 +104,10 @@ class Operator:
         config: OperatorConfig,
         connection: Connection,
         outcome: Outcome,
-        *,
-        stale_after: float = STALE_AFTER,
     ) -> None:
         self.config = config
         self.outcome = outcome
-        self.stale_after = stale_after
+        self.stale_after = float(config.watch_stale_seconds)
         self.identity = leader.identity(config.pod_name)
         self.metrics = Metrics()
         self.api = HttpKubeApi(

@@ -36,6 +36,8 @@ class OperatorConfig:
     max_running_jobs: int = 0  # 0: no cap
     worker_image: str = DEFAULT_WORKER_IMAGE
     verbose: bool = False
+    # A reflector that has not heard from the API server for this long: exit 1.
+    watch_stale_seconds: int = 300
     notices: tuple[str, ...] = ()  # one-line warnings about obsolete settings, logged at start
 
     @property
@@ -114,5 +116,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> OperatorConfig:
         changes["max_running_jobs"] = _parse_int(ENV_PREFIX + "MAX_RUNNING_JOBS", value)
     if value := get("WORKER_IMAGE"):
         changes["worker_image"] = value
+    if (value := get("WATCH_STALE_SECONDS")) is not None:
+        name = ENV_PREFIX + "WATCH_STALE_SECONDS"
+        changes["watch_stale_seconds"] = _parse_int(name, value, minimum=1)
     changes["notices"] = tuple(notices)
     return dataclasses.replace(config, **changes)  # type: ignore[arg-type]

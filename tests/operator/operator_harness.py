@@ -192,8 +192,12 @@ class OperatorProcess(stack.OperatorProcess):
         namespace: str = OPERATOR_NAMESPACE,
         env: Mapping[str, str] | None = None,
         deployment: DeploymentSpec | None = None,
+        setup_url: str | None = None,
     ) -> None:
+        """`setup_url`: where the harness itself creates the operator's namespace (default:
+        the kubeconfig's server)."""
         spec = deployment or DeploymentSpec.load()
+        self.setup_url = setup_url
         self.pod_name = pod_name or f"prunejob-operator-{secrets.token_hex(3)}"
         self.namespace = namespace
         self.liveness_port, self.metrics_port = free_port(), free_port()
@@ -216,7 +220,7 @@ class OperatorProcess(stack.OperatorProcess):
 
     def start(self) -> OperatorProcess:
         # `kubectl apply -k deploy/` creates the operator's namespace (its Lease lives there).
-        kube = Kube(server_of(self.kubeconfig))
+        kube = Kube(self.setup_url or server_of(self.kubeconfig))
         try:
             kube.namespace(self.namespace)
         except ApiError as err:

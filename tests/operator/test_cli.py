@@ -42,3 +42,38 @@ def test_bad_flag_value_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     expected = "prunejob operator: error: --max-running-jobs must be >= 0, got -3"
     assert result.stderr.strip() == expected
+
+
+def test_leader_election_flags_and_env() -> None:
+    from prunejob_operator import cli, settings
+
+    def config(argv: list[str], env: dict[str, str] | None = None) -> settings.OperatorConfig:
+        return cli.config_from_args(
+            cli.build_parser().parse_args(argv), settings.from_env(env or {})
+        )
+
+    default = config([])
+    assert default.leader_election and default.lease_name == "prunejob-operator"
+    assert default.lease_namespace_or_default == "default"  # outside a pod
+    in_pod = config([], {"POD_NAME": "op-7f9c-x2k4q", "POD_NAMESPACE": "prunejob-system"})
+    assert (
+        in_pod.pod_name == "op-7f9c-x2k4q"
+        and in_pod.lease_namespace_or_default == "prunejob-system"
+    )
+    chosen = config(["--lease-name", "mine", "--lease-namespace", "ops"], {"POD_NAMESPACE": "x"})
+    assert (chosen.lease_name, chosen.lease_namespace_or_default) == ("mine", "ops")
+    assert not config(["--no-leader-election"]).leader_election
+    assert not config([], {"PRUNEJOB_OPERATOR_LEADER_ELECTION": "false"}).leader_election
+    standalone = config(["--standalone"])
+    assert not standalone.leader_election and "--no-leader-election" in standalone.notices[0]
+    peering = config(["--peering=prunejob"])
+    assert peering.leader_election and "kopf peering is gone" in peering.notices[0]
+    assert config([], {"PRUNEJOB_OPERATOR_WATCH_STALE_SECONDS": "7"}).watch_stale_seconds == 7
+
+
+def test_an_obsolete_flag_is_one_warning_line(tmp_path: Path) -> None:
+    result = run_operator(tmp_path / "missing", "--peering=prunejob")
+    assert result.returncode == 1
+    warning, error = result.stderr.strip().splitlines()
+    assert warning.startswith("prunejob operator: warning: --peering is ignored: kopf peering")
+    assert error.startswith("prunejob operator: error: no Kubernetes configuration")
