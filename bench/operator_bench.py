@@ -2,10 +2,12 @@
 
     python bench/operator_bench.py [--count 1000]
 
-Measures the time until every PruneJob has its Job, then (after the bench itself marks
-every Job done the way the Job controller and kubelet would: a Pod with a termination
-message, Job condition Complete) the time until every status reads Succeeded, plus the
-operator process's CPU seconds and peak RSS. Targets: <= 30 s to the Jobs, <= 200 MB.
+The operator runs as one replica of the shipped Deployment (deploy/base/deployment.yaml:
+its args and env, leader election included; the tests' harness starts it). Measures the
+time until every PruneJob has its Job, then (after the bench itself marks every Job done
+the way the Job controller and kubelet would: a Pod with a termination message, Job
+condition Complete) the time until every status reads Succeeded, plus the operator
+process's CPU seconds and peak RSS. Targets: <= 30 s to the Jobs, <= 200 MB.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "operator"))
 
-from operator_harness import JOBS, PJ, JobController, Kube, prunejob  # noqa: E402
+from operator_harness import JOBS, PJ, JobController, Kube, OperatorProcess, prunejob  # noqa: E402
 
 from devcluster.cluster import LocalCluster  # noqa: E402
 from devcluster.stack import dev_stack  # noqa: E402
@@ -74,12 +76,14 @@ def main(argv: list[str] | None = None) -> int:
             workdir=Path(tmp),
             cluster=LocalCluster(crd_paths=[REPO / "crds"], run_pods=False),
             s3=False,
+            operator_args=None,
         ) as stack,
     ):
         kube = Kube(stack.cluster.url)
         kube.namespace("ml")
-        operator = stack.operator
-        assert operator is not None and operator.pid is not None
+        operator = OperatorProcess(stack.cluster.kubeconfig_path, Path(tmp) / "operator.log")
+        operator.start()
+        assert operator.pid is not None
         time.sleep(2)  # operator start-up is not part of the measurement
         pid = operator.pid
         cpu_before = cpu_seconds(pid)
@@ -109,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         to_succeeded = wait_count("Succeeded", args.count, succeeded, args.timeout) + marked
         cpu = cpu_seconds(pid) - cpu_before
         rss = peak_rss_mb(pid)
+        operator.stop()
 
     print(f"prunejobs                      {args.count}")
     print(
