@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--log", type=Path, help="keep the operator's log in this file")
     args = parser.parse_args(argv)
 
     with (
@@ -81,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     ):
         kube = Kube(stack.cluster.url)
         kube.namespace("ml")
-        operator = OperatorProcess(stack.cluster.kubeconfig_path, Path(tmp) / "operator.log")
+        log = args.log or Path(tmp) / "operator.log"
+        operator = OperatorProcess(stack.cluster.kubeconfig_path, log)
         operator.start()
         assert operator.pid is not None
         time.sleep(2)  # operator start-up is not part of the measurement

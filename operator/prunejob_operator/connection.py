@@ -50,6 +50,19 @@ class Connection:
         self._fetched_at: float | None = None
         self._fetching: asyncio.Task[None] | None = None
 
+    def clone(self) -> Connection:
+        """The same server and credentials for a client on another event loop (a thread
+        of its own: the token cache and its refresh task belong to one loop)."""
+        return Connection(
+            self.server,
+            ssl_context=self.ssl_context,
+            server_hostname=self.server_hostname,
+            proxy=self.proxy,
+            authorization=self._authorization,
+            rotates=self._rotates,
+            clock=self._clock,
+        )
+
     async def authorization(self, *, force: bool = False) -> str | None:
         """The Authorization header value (None: no token, e.g. client certificates).
 

@@ -30,6 +30,7 @@ from prunejob_operator.cache import Index, IndexedCache
 from prunejob_operator.client import HttpKubeApi
 from prunejob_operator.connection import Connection
 from prunejob_operator.informer import SYNC, Body, Change, Informer
+from prunejob_operator.kubeapi import ApiError
 from prunejob_operator.leader import LeaderElector
 from prunejob_operator.metrics import Metrics
 from prunejob_operator.reconciler import Reconciler
@@ -72,6 +73,98 @@ class Outcome:
         timer = threading.Timer(self._hard_exit_after, os._exit, args=(1,))
         timer.daemon = True
         timer.start()
+
+
+class ElectionThread:
+    """The `LeaderElector` on a thread and event loop of its own, with an API client of
+    its own (as client-go's elector runs in its own goroutine): a main loop busy with
+    thousands of reconciles after a relist never delays a renewal, and the write fence
+    (`leading`) stays true to the Lease. Its callbacks run on the main loop."""
+
+    def __init__(
+        self,
+        config: OperatorConfig,
+        connection: Connection,
+        identity: str,
+        *,
+        on_started: Callable[[], None],
+        on_stopped: Callable[[str], None],
+    ) -> None:
+        self._on_started = on_started
+        self._on_stopped = on_stopped
+        self._api = HttpKubeApi(connection.clone(), component=COMPONENT, instance=identity)
+        self.elector = LeaderElector(
+            self._api,
+            namespace=config.lease_namespace_or_default,
+            name=config.lease_name,
+            identity=identity,
+            pod_name=config.pod_name,
+            on_started=self._started,
+            on_stopped=self._stopped,
+        )
+        self.first_attempt = threading.Event()
+        self.failure: str | None = None  # why the election ended, if not by losing the lead
+        self._main: asyncio.AbstractEventLoop | None = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._serve, name="leader-election", daemon=True)
+        self._election: asyncio.Task[None] | None = None
+
+    def start(self, main: asyncio.AbstractEventLoop) -> None:
+        self._main = main
+        self._thread.start()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive() and self.failure is None
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._election = self._loop.create_task(self._elect())
+        self._loop.run_forever()
+        self._loop.close()
+
+    async def _elect(self) -> None:
+        first = asyncio.ensure_future(self.elector.first_attempt.wait())
+        first.add_done_callback(lambda _: self.first_attempt.set())
+        try:
+            await self.elector.run()
+        except Exception as err:  # a bug: the supervisor stops the process
+            self.failure = f"the leader elector failed: {err!r}"
+            LOG.exception("the leader elector failed")
+        finally:
+            first.cancel()
+            self.first_attempt.set()
+
+    def _started(self) -> None:
+        assert self._main is not None
+        self._main.call_soon_threadsafe(self._on_started)
+
+    def _stopped(self, reason: str) -> None:
+        assert self._main is not None
+        self._main.call_soon_threadsafe(self._on_stopped, reason)
+
+    async def _shutdown(self, timeout: float) -> bool:
+        if self._election is not None:
+            self._election.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._election
+        try:
+            return await self.elector.release(timeout=timeout)
+        finally:
+            await self._api.aclose()
+
+    async def stop(self, timeout: float) -> bool:
+        """Stop electing and release the Lease if held (from the main loop); True when
+        released."""
+        if not self._thread.is_alive():
+            return False
+        future = asyncio.run_coroutine_threadsafe(self._shutdown(timeout), self._loop)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout + 2)
+        except (TimeoutError, ApiError):
+            return False
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            await asyncio.to_thread(self._thread.join, 2)
 
 
 def _is_pattern(namespace: str) -> bool:
@@ -121,16 +214,10 @@ class Operator:
         self.indices = {kind: Index() for kind in ("prunejobs", "jobs", "pods", "priorityclasses")}
         self.cache = IndexedCache(*self.indices.values())
         self.reconciler = Reconciler(config, self.api, self.cache, metrics=self.metrics)
-        self.elector: LeaderElector | None = None
+        self.election: ElectionThread | None = None
         if config.leader_election:
-            self.elector = LeaderElector(
-                self.api,
-                namespace=config.lease_namespace_or_default,
-                name=config.lease_name,
-                identity=self.identity,
-                pod_name=config.pod_name,
-                on_started=self._poke,
-                on_stopped=self._lost,
+            self.election = ElectionThread(
+                config, connection, self.identity, on_started=self._poke, on_stopped=self._lost
             )
         self.reflectors = self._reflectors()
         self.metrics.watch_counts(lambda: [(r.name, r.counts) for r in self.reflectors])
@@ -240,6 +327,10 @@ class Operator:
 
     # -- leading --------------------------------------------------------------------
 
+    @property
+    def elector(self) -> LeaderElector | None:
+        return None if self.election is None else self.election.elector
+
     def may_write(self) -> bool:
         """The write fence: only while this replica leads (or elects no leader)."""
         if self._writes_closed:
@@ -301,18 +392,17 @@ class Operator:
         if self.config.metrics_port:
             self.metrics.serve(self.config.metrics_port)
             LOG.info("Prometheus metrics on :%d/metrics", self.config.metrics_port)
-        if self.elector is not None:
-            elector = self.elector
+        if self.election is not None:
+            elector = self.election.elector
             LOG.info(
                 "leader election on Lease %s/%s as %s",
                 elector.namespace,
                 elector.name,
                 elector.identity,
             )
-            self._spawn("the leader elector", elector.run())
+            self.election.start(asyncio.get_running_loop())
             # A first win before listing spares a second list at start-up.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(elector.first_attempt.wait(), elector.retry_period * 3)
+            await asyncio.to_thread(self.election.first_attempt.wait, elector.retry_period * 3)
         for reflector in self.reflectors:
             self._spawn(f"reflector {reflector.name}", reflector.run())
         self._spawn("the supervisor", self._supervise())
@@ -325,8 +415,6 @@ class Operator:
     def _ended(self, name: str, task: asyncio.Task[None]) -> None:
         if self._writes_closed or task.cancelled():
             return
-        if name == "the leader elector" and task.exception() is None:
-            return  # it returns after losing the lead; `_lost` has said why
         error = task.exception()
         self._deactivate()
         self.outcome.fail(f"{name} ended: {error!r}" if error else f"{name} ended")
@@ -349,8 +437,10 @@ class Operator:
         if self.outcome.failed:
             return self.outcome.reason
         for name, task in self._tasks.items():
-            if task.done() and name != "the leader elector":
+            if task.done():
                 return f"{name} has ended"
+        if self.election is not None and not self.election.alive():
+            return self.election.failure or "the leader elector has ended"
         for reflector in self.reflectors:
             if reflector.silence() > self.stale_after:
                 return (
@@ -395,8 +485,8 @@ class Operator:
         started = time.monotonic()
         await self.reconciler.aclose(timeout=5.0)
         self._writes_closed = True
-        if self.elector is not None:
-            await self.elector.release(timeout=max(1.0, 8.0 - (time.monotonic() - started)))
+        if self.election is not None:
+            await self.election.stop(timeout=max(1.0, 8.0 - (time.monotonic() - started)))
         await self.api.aclose()
 
 
