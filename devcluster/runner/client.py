@@ -136,8 +136,13 @@ class ApiClient:
             raise ObjectGone(meta["name"])
         return result
 
-    async def delete(self, kind: str, namespace: str, name: str) -> None:
-        await self.request("DELETE", object_path(kind, namespace, name))
+    async def delete(
+        self, kind: str, namespace: str, name: str, options: Mapping[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """DELETE with these DeleteOptions; the object as the API answered (terminating, or
+        as it was when it went), ``None`` if it was not there."""
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", **(options or {})}
+        return await self.request("DELETE", object_path(kind, namespace, name), body)
 
     async def create(self, kind: str, namespace: str, body: Any) -> dict[str, Any] | None:
         """Create in the namespace; ``None`` when it already exists or the namespace is gone."""
