@@ -11,8 +11,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from devcluster.apiserver.faults import FaultConfig, FaultConfigError
 from devcluster.apiserver.resources import CrdError
-from devcluster.apiserver.server import ServeError, new_api_server, start_http, stop_http
+from devcluster.apiserver.server import ServeError, new_api_server
+from devcluster.apiserver.serving import Serving
 from devcluster.kubeconfig import write_kubeconfig
 from devcluster.runner.podrunner import PodRunner
 
@@ -37,6 +39,23 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--gpus", type=int, default=8, help="nvidia.com/gpu of the fake node")
     repeatable("--node-label", "KEY=VALUE", "label of the fake node")
     serve.add_argument("--no-pods", action="store_true", help="do not run the pod runner")
+    serve.add_argument(
+        "--faults",
+        metavar="SPEC",
+        default="",
+        help="inject API faults, e.g. 'all=0.02,slow=0.1': rates of gone, expire, drop, "
+        "throttle, error500, error503, timeout, slow (or all); options slow-seconds, "
+        "retry-after, stream-seconds",
+    )
+    serve.add_argument("--fault-seed", type=int, default=0, help="seed of the fault sequence")
+    serve.add_argument(
+        "--restart-every", type=float, metavar="SECONDS", help="restart the API server about "
+        "this often (state kept, watch history compacted)"
+    )  # fmt: skip
+    serve.add_argument(
+        "--restart-downtime", type=float, default=1.0, metavar="SECONDS",
+        help="how long each restart keeps the port closed (default 1)",
+    )  # fmt: skip
     serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -49,25 +68,45 @@ async def _serve(args: argparse.Namespace) -> int:
             print(f"devcluster: --node-label {item!r} must be KEY=VALUE", file=sys.stderr)
             return 2
         node_labels[key] = value
+    faults = None
+    if args.faults or args.restart_every is not None:
+        try:
+            faults = FaultConfig.parse(
+                args.faults,
+                seed=args.fault_seed,
+                restart_every=args.restart_every,
+                restart_downtime=args.restart_downtime,
+            )
+        except FaultConfigError as exc:
+            print(f"devcluster: --faults: {exc}", file=sys.stderr)
+            return 2
     workdir = Path(tempfile.mkdtemp(prefix="devcluster-"))
     log_dir = workdir / "logs"
     try:
-        server = new_api_server(args.crd, log_dir=log_dir)
+        server = new_api_server(args.crd, log_dir=log_dir, faults=faults)
     except CrdError as exc:
         print(f"devcluster: {exc}", file=sys.stderr)
         return 2
+    serving = Serving(server, args.host, args.port)
     try:
-        runner, url = await start_http(server, args.host, args.port)
+        url = await serving.start()
     except ServeError as exc:
         print(f"devcluster: {exc}", file=sys.stderr)
         return 1
     kubeconfig = write_kubeconfig(args.kubeconfig or workdir / "kubeconfig", url)
     pod_runner = None
     if not args.no_pods:
-        pod_runner = PodRunner(url, gpus=args.gpus, node_labels=node_labels, log_dir=log_dir)
+        pod_runner = PodRunner(
+            serving.exempt_url, gpus=args.gpus, node_labels=node_labels, log_dir=log_dir
+        )
         await pod_runner.start()
     print(url, flush=True)
     print(f"devcluster: serving {url}; kubeconfig {kubeconfig}; Ctrl-C stops", file=sys.stderr)
+    print(
+        f"devcluster: never-faulted API at {serving.exempt_url}"
+        + (f"; faults {faults.to_json()} (counts: GET {url}/devcluster/faults)" if faults else ""),
+        file=sys.stderr,
+    )
     stopped = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -76,7 +115,7 @@ async def _serve(args: argparse.Namespace) -> int:
     print("devcluster: stopping", file=sys.stderr)
     if pod_runner is not None:
         await pod_runner.stop()
-    await stop_http(server, runner)
+    await serving.stop()
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

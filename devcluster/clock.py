@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime
 
 
-def utc_now() -> str:
-    """Now, as ``2024-01-31T12:00:00Z``."""
-    return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def utc_now(offset_seconds: float = 0) -> str:
+    """Now (plus ``offset_seconds``), as ``2024-01-31T12:00:00Z``."""
+    moment = datetime.datetime.now(tz=datetime.UTC) + datetime.timedelta(seconds=offset_seconds)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_time(value: str) -> datetime.datetime:

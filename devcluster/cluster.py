@@ -1,7 +1,10 @@
-"""Start and stop the local development cluster: API server, kubeconfig, pod runner.
+"""Start and stop the local development cluster: API server, kubeconfigs, pod runner.
 
 The API server runs in a background thread with its own event loop (cheapest on a small
 machine: no extra interpreter), or in the foreground with ``python -m devcluster serve``.
+It listens twice: ``url``/``kubeconfig_path`` is the API clients under test use (injected
+faults and restarts happen there), ``exempt_url``/``exempt_kubeconfig_path`` is never
+faulted and stays up during restarts (a test's bookkeeping, the pod runner).
 """
 
 from __future__ import annotations
@@ -13,11 +16,11 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import aiohttp.web
-
-from devcluster.apiserver.server import ApiServer, new_api_server, start_http, stop_http
+from devcluster.apiserver.faults import FaultConfig
+from devcluster.apiserver.server import ApiServer, new_api_server
+from devcluster.apiserver.serving import Serving
 from devcluster.kubeconfig import api_client, write_kubeconfig
 from devcluster.loop import BackgroundLoop
 from devcluster.runner.podrunner import PodRunner
@@ -37,7 +40,9 @@ class LocalCluster:
 
     ``url``, ``kubeconfig_path`` and ``api_client()`` are valid inside the ``with`` block;
     ``env()`` gives the environment for a child process (``KUBECONFIG``) such as
-    ``prunejob operator``.
+    ``prunejob operator``. ``faults`` (a ``FaultConfig``) injects seeded API faults and
+    restarts on ``url``; ``api_client()`` talks to the exempt listener unless
+    ``api_client(faults=True)``.
     """
 
     def __init__(
@@ -52,6 +57,7 @@ class LocalCluster:
         node_labels: Mapping[str, str] | None = None,
         pod_env: Mapping[str, str] | None = None,
         pod_retry_interval: float = 1.0,
+        faults: FaultConfig | None = None,
     ) -> None:
         self._crd_paths = list(crd_paths)
         self._gpus = gpus
@@ -62,13 +68,16 @@ class LocalCluster:
         self._node_labels = dict(node_labels or {})
         self._pod_env = dict(pod_env or {})
         self._pod_retry_interval = pod_retry_interval
+        self._faults = faults
         self._workdir: Path | None = None
         self._loop: BackgroundLoop | None = None
-        self._runner: aiohttp.web.BaseRunner | None = None
+        self._serving: Serving | None = None
         self._pod_runner: PodRunner | None = None
         self.server: ApiServer | None = None
         self.url = ""
+        self.exempt_url = ""
         self.kubeconfig_path = Path()
+        self.exempt_kubeconfig_path = Path()
 
     def __enter__(self) -> LocalCluster:
         self.start()
@@ -87,17 +96,18 @@ class LocalCluster:
         try:
             self._loop = BackgroundLoop("devcluster-apiserver")
             log_dir = self._workdir / "logs"
-            self.server = self._loop.call(lambda: self._async_new_server(log_dir))
-            server = self.server
-            self._runner, self.url = self._loop.call(
-                lambda: start_http(server, self._host, self._port)
-            )
+            self._serving = self._loop.call(lambda: self._async_serve(log_dir))
+            self.server = self._serving.server
+            self.url, self.exempt_url = self._serving.url, self._serving.exempt_url
             self.kubeconfig_path = write_kubeconfig(
                 self._requested_kubeconfig or self._workdir / "kubeconfig", self.url
             )
+            self.exempt_kubeconfig_path = write_kubeconfig(
+                self._workdir / "kubeconfig.exempt", self.exempt_url
+            )
             if self._run_pods:
                 self._pod_runner = PodRunner(
-                    self.url,
+                    self.exempt_url,
                     gpus=self._gpus,
                     node_labels=self._node_labels,
                     log_dir=log_dir,
@@ -109,35 +119,56 @@ class LocalCluster:
             self.stop()
             raise
 
-    async def _async_new_server(self, log_dir: Path) -> ApiServer:
-        return new_api_server(self._crd_paths, log_dir=log_dir)
+    async def _async_serve(self, log_dir: Path) -> Serving:
+        server = new_api_server(self._crd_paths, log_dir=log_dir, faults=self._faults)
+        serving = Serving(server, self._host, self._port)
+        await serving.start()
+        return serving
 
     def stop(self) -> None:
         if self._pod_runner is not None:
             self._pod_runner.stop_thread()
             self._pod_runner = None
         if self._loop is not None:
-            if self._runner is not None and self.server is not None:
-                server, runner = self.server, self._runner
+            if self._serving is not None:
+                serving = self._serving
                 try:
-                    self._loop.call(lambda: stop_http(server, runner), timeout=15)
+                    self._loop.call(serving.stop, timeout=15)
                 except Exception:  # still tear everything else down
                     log.exception("devcluster: stopping the API server failed")
-                self._runner = None
+                self._serving = None
             self._loop.close()
             self._loop = None
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
 
-    def api_client(self) -> kubernetes.client.ApiClient:
-        """A configured ``kubernetes`` client for this cluster (not the process-wide default)."""
-        return api_client(self.kubeconfig_path)
+    def api_client(self, *, faults: bool = False) -> kubernetes.client.ApiClient:
+        """A configured ``kubernetes`` client for this cluster (not the process-wide default):
+        on the exempt listener (the truth, whatever the faults), or with ``faults=True`` on
+        the faulty one that ``kubeconfig_path`` names."""
+        return api_client(self.kubeconfig_path if faults else self.exempt_kubeconfig_path)
 
     def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
         env = dict(os.environ if base is None else base)
         env["KUBECONFIG"] = str(self.kubeconfig_path)
         return env
+
+    # ----------------------------------------------------------------- faults
+
+    def set_faults(self, config: FaultConfig | None) -> None:
+        """Switch fault injection on, to new rates, or off (``None``); counts go on."""
+        self.call_in_server(lambda server: server.set_faults(config))
+
+    def fault_stats(self) -> dict[str, Any]:
+        """Requests, faults injected by kind and restarts (as ``GET /devcluster/faults``)."""
+        return self.call_in_server(lambda server: server.fault_stats())
+
+    def restart_apiserver(self, downtime: float = 1.0) -> None:
+        """Crash and restart the API server now (state kept, watch history compacted)."""
+        assert self._loop is not None and self._serving is not None, "cluster is not running"
+        serving = self._serving
+        self._loop.call(lambda: serving.restart(downtime), timeout=downtime + 30)
 
     def call_in_server(self, function: Callable[[ApiServer], T]) -> T:
         """Run ``function(server)`` inside the server's loop (thread-safe inspection)."""

@@ -23,6 +23,7 @@ from devcluster.apiserver.errors import (
     Invalid,
     NotFound,
     details,
+    invalid,
 )
 from devcluster.apiserver.resources import (
     CRDS,
@@ -38,6 +39,16 @@ from devcluster.apiserver.store import Store, owner_uids
 from devcluster.clock import utc_now
 
 _GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # the apiserver's unambiguous alphabet
+FOREGROUND = "foregroundDeletion"  # the garbage collector's finalizer on a foreground delete
+
+
+def _dependent_policy(obj: Mapping[str, Any]) -> str:
+    """How the garbage collector deletes a dependent: as its own finalizers ask, else
+    in the background."""
+    finalizers = obj.get("metadata", {}).get("finalizers") or []
+    if "orphan" in finalizers:
+        return "Orphan"
+    return "Foreground" if FOREGROUND in finalizers else "Background"
 
 
 class Lifecycle:
@@ -201,8 +212,7 @@ class Lifecycle:
             new["metadata"]["generation"] = old["metadata"]["generation"] + 1
         if resource.key == CRDS:
             new = strategies.accept_crd(new)
-        terminating = bool(new["metadata"].get("deletionTimestamp"))
-        finished = terminating and not new["metadata"].get("finalizers")
+        finished = strategies.deletion_finished(new)
         if new == old and not finished:
             return old  # a no-op write keeps the resourceVersion and sends no event
         if dry_run:
@@ -240,10 +250,22 @@ class Lifecycle:
         metadata.pop("managedFields", None)
         if old["metadata"].get("deletionTimestamp"):
             # A terminating object may only lose finalizers, not gain new ones.
-            kept = set(old["metadata"].get("finalizers") or [])
-            metadata["finalizers"] = [f for f in metadata.get("finalizers") or [] if f in kept]
-            if not metadata["finalizers"]:
-                del metadata["finalizers"]
+            kept = old["metadata"].get("finalizers") or []
+            added = [f for f in metadata.get("finalizers") or [] if f not in kept]
+            if added:
+                raise invalid(
+                    resource.group,
+                    resource.kind,
+                    old["metadata"]["name"],
+                    [
+                        (
+                            "metadata.finalizers",
+                            "FieldValueForbidden",
+                            "Forbidden: no new finalizers can be added if the object is being "
+                            f"deleted, found new finalizers {strategies.go_strings(added)}",
+                        )
+                    ],
+                )
         new["metadata"] = metadata
         if resource.key == SECRETS:
             strategies.fold_string_data(new)
@@ -261,6 +283,12 @@ class Lifecycle:
         *,
         dry_run: bool = False,
     ) -> dict[str, Any]:
+        """DELETE: at once, or ``deletionTimestamp`` while finalizers remain or a bound Pod's
+        grace period runs (its kubelet confirms with a grace-0 DELETE). ``propagationPolicy``
+        Background (collect dependents once the object is gone), Foreground (dependents
+        first: ``foregroundDeletion`` holds the object while dependents with
+        ``blockOwnerDeletion`` exist) or Orphan; batch/v1 Jobs default to Orphan, as the real
+        API does for that group version."""
         obj = self.store.require(resource, ns, name)
         preconditions = options.get("preconditions") or {}
         for field in ("uid", "resourceVersion"):
@@ -272,40 +300,74 @@ class Lifecycle:
                     f"Precondition failed: {field}: {wanted}, current: {current}",
                     details=details(resource.group, resource.plural, name),
                 )
-        policy = query.get("propagationPolicy") or options.get("propagationPolicy")
-        if options.get("orphanDependents") is True:
-            policy = "Orphan"
+        policy = strategies.propagation_policy(resource, options, query)
+        grace = strategies.grace_period(resource, obj, options, query)
         if dry_run:
             return obj
+        uid = obj["metadata"]["uid"]
         if policy == "Orphan":
-            self._orphan_dependents(obj["metadata"]["uid"])
-        if obj["metadata"].get("deletionTimestamp"):
-            return obj  # already terminating: waits for its finalizers
-        if obj["metadata"].get("finalizers"):
-            new = copy.copy(obj)
-            new["metadata"] = {
-                **obj["metadata"],
-                "deletionTimestamp": utc_now(),
-                "deletionGracePeriodSeconds": 0,
-                "resourceVersion": str(self.store.next_resource_version()),
+            self._orphan_dependents(uid)
+            obj = self.store.require(resource, ns, name)
+        foreground = policy == "Foreground" and bool(self.store.dependents(uid))
+        meta = obj["metadata"]
+        finalizers = list(meta.get("finalizers") or [])
+        if foreground and FOREGROUND not in finalizers:
+            finalizers.append(FOREGROUND)
+        if meta.get("deletionTimestamp"):
+            # Already terminating: only a shorter grace period or a foreground policy apply.
+            current = meta.get("deletionGracePeriodSeconds") or 0
+            shorter = grace is not None and grace < current
+            if not shorter and finalizers == (meta.get("finalizers") or []):
+                if foreground:
+                    self._delete_dependents_first(uid)
+                return obj
+            new_meta = {**meta, "finalizers": finalizers} if finalizers else dict(meta)
+            if shorter:
+                new_meta.update(deletionGracePeriodSeconds=grace, deletionTimestamp=utc_now())
+            return self._mark_deleting(resource, ns, name, obj, new_meta, foreground)
+        if finalizers or grace:
+            new_meta = {
+                **meta,
+                "deletionTimestamp": utc_now(grace or 0),
+                "deletionGracePeriodSeconds": grace or 0,
             }
-            self.store.put(resource.key, (ns, name), new, obj)
-            self.store.emit(resource.key, "MODIFIED", new, obj)
-            return new
+            if finalizers:
+                new_meta["finalizers"] = finalizers
+            return self._mark_deleting(resource, ns, name, obj, new_meta, foreground)
         final = {
             **obj,
-            "metadata": {
-                **obj["metadata"],
-                "resourceVersion": str(self.store.next_resource_version()),
-            },
+            "metadata": {**meta, "resourceVersion": str(self.store.next_resource_version())},
         }
         self._remove(resource, ns, name, final)
         return final
 
+    def _mark_deleting(
+        self,
+        resource: ResourceType,
+        ns: str | None,
+        name: str,
+        obj: dict[str, Any],
+        meta: dict[str, Any],
+        foreground: bool,
+    ) -> dict[str, Any]:
+        new = {
+            **obj,
+            "metadata": {**meta, "resourceVersion": str(self.store.next_resource_version())},
+        }
+        if strategies.deletion_finished(new):
+            self._remove(resource, ns, name, new)
+            return new
+        self.store.put(resource.key, (ns, name), new, obj)
+        self.store.emit(resource.key, "MODIFIED", new, obj)
+        if foreground:
+            self._delete_dependents_first(new["metadata"]["uid"])
+        return self.store.get(resource.key, (ns, name)) or new
+
     def _remove(
         self, resource: ResourceType, ns: str | None, name: str, final: dict[str, Any]
     ) -> None:
-        """Drop an object for good, then collect what depended on it."""
+        """Drop an object for good, then collect what depended on it and let owners
+        waiting in foreground deletion go once their blocking dependents are gone."""
         old = self.store.pop(resource.key, (ns, name))
         self.store.emit(resource.key, "DELETED", final, old)
         if resource.key == NAMESPACES:
@@ -314,11 +376,13 @@ class Lifecycle:
             spec = old.get("spec", {})
             self._stop_serving((spec.get("group", ""), spec.get("names", {}).get("plural", "")))
         self._collect_dependents(old["metadata"]["uid"])
+        for owner_uid in owner_uids(old):
+            self._release_if_unblocked(owner_uid)
 
     # ----------------------------------------------------------------- garbage collection
 
     def _collect_dependents(self, owner_uid: str) -> None:
-        """Delete the dependents whose owners are all gone (foreground-free cascading)."""
+        """Delete (in the background) the dependents whose owners are all gone."""
         for type_key, (ns, name) in self.store.take_dependents(owner_uid):
             resource = self.registry.get(type_key)
             obj = self.store.get(type_key, (ns, name))
@@ -326,7 +390,68 @@ class Lifecycle:
                 continue
             if any(self.store.uid_exists(uid) for uid in owner_uids(obj)):
                 continue  # another owner still exists
-            self.delete(resource, ns, name, {}, {})
+            self.delete(resource, ns, name, {"propagationPolicy": _dependent_policy(obj)}, {})
+
+    def _delete_dependents_first(self, owner_uid: str) -> None:
+        """Foreground deletion of an owner: delete its dependents (those with another owner
+        that stays just lose this owner reference), then release it if none blocks."""
+        for type_key, (ns, name) in self.store.dependents(owner_uid):
+            resource = self.registry.get(type_key)
+            obj = self.store.get(type_key, (ns, name))
+            if resource is None or obj is None:
+                continue
+            others = owner_uids(obj) - {owner_uid}
+            if any(self._is_solid_owner(uid) for uid in others):
+                self._drop_owner_reference(resource, obj, owner_uid)
+            elif not obj["metadata"].get("deletionTimestamp"):
+                policy = "Foreground" if self.store.dependents(obj["metadata"]["uid"]) else None
+                self.delete(resource, ns, name, {"propagationPolicy": policy or "Background"}, {})
+        self._release_if_unblocked(owner_uid)
+
+    def _is_solid_owner(self, uid: str) -> bool:
+        ref = self.store.ref_of(uid)
+        if ref is None:
+            return False
+        owner = self.store.get(*ref)
+        return owner is not None and FOREGROUND not in (owner["metadata"].get("finalizers") or [])
+
+    def _release_if_unblocked(self, owner_uid: str) -> None:
+        """Remove ``foregroundDeletion`` from an owner once no dependent with
+        ``blockOwnerDeletion`` is left (the object then goes if nothing else holds it)."""
+        ref = self.store.ref_of(owner_uid)
+        if ref is None:
+            return
+        owner = self.store.get(*ref)
+        if owner is None or FOREGROUND not in (owner["metadata"].get("finalizers") or []):
+            return
+        for type_key, key in self.store.dependents(owner_uid):
+            dependent = self.store.get(type_key, key)
+            for owner_ref in (dependent or {}).get("metadata", {}).get("ownerReferences") or []:
+                if owner_ref.get("uid") == owner_uid and owner_ref.get("blockOwnerDeletion"):
+                    return  # still blocked
+        resource = self.registry.get(ref[0])
+        if resource is None:
+            return
+        body = copy.deepcopy(owner)
+        body["metadata"]["finalizers"] = [
+            f for f in owner["metadata"]["finalizers"] if f != FOREGROUND
+        ]
+        if not body["metadata"]["finalizers"]:
+            del body["metadata"]["finalizers"]
+        self.replace(resource, ref[1][0], ref[1][1], body, subresource=None)
+
+    def _drop_owner_reference(
+        self, resource: ResourceType, obj: dict[str, Any], owner_uid: str
+    ) -> None:
+        new = copy.deepcopy(obj)
+        refs = [
+            r for r in new["metadata"].get("ownerReferences") or [] if r.get("uid") != owner_uid
+        ]
+        new["metadata"]["ownerReferences"] = refs
+        if not refs:
+            del new["metadata"]["ownerReferences"]
+        meta = obj["metadata"]
+        self.replace(resource, meta.get("namespace"), meta["name"], new, subresource=None)
 
     def _orphan_dependents(self, owner_uid: str) -> None:
         for type_key, (ns, name) in self.store.dependents(owner_uid):
@@ -348,4 +473,4 @@ class Lifecycle:
             if resource is None or not resource.namespaced:
                 continue
             if self.store.get(type_key, (ns, name)) is not None:
-                self.delete(resource, ns, name, {}, {})
+                self.delete(resource, ns, name, {"propagationPolicy": "Background"}, {})

@@ -35,6 +35,14 @@ from devcluster.apiserver.errors import (
     NotFound,
     UnsupportedMediaType,
 )
+from devcluster.apiserver.faults import (
+    EXEMPT_HEADER,
+    FAULTS_PATH,
+    FaultConfig,
+    FaultConfigError,
+    FaultInjector,
+    WatchFault,
+)
 from devcluster.apiserver.lifecycle import Lifecycle
 from devcluster.apiserver.resources import (
     BUILTIN_RESOURCES,
@@ -127,12 +135,21 @@ class ApiServer:
     atomic with respect to other requests without any lock.
     """
 
-    def __init__(self, *, log_dir: Path | None = None, history: int = 20_000) -> None:
+    def __init__(
+        self,
+        *,
+        log_dir: Path | None = None,
+        history: int = 20_000,
+        faults: FaultConfig | None = None,
+    ) -> None:
         self.log_dir = log_dir  # where the pod runner writes container logs (pods/log)
         self.registry = Registry()
         self.store = Store(history)
         self.lifecycle = Lifecycle(self.registry, self.store)
         self.requests_served = 0
+        # The fault switch: None (the default) costs one attribute test per request.
+        self.faults: FaultInjector | None = None
+        self.set_faults(faults)
         # (method, whether the URL names an object) -> handler
         self._routes: dict[tuple[str, bool], Route] = {
             ("GET", False): self._list,
@@ -180,16 +197,60 @@ class ApiServer:
         """Forget a type's watch history up to now: older resourceVersions get 410 Gone."""
         self.store.compact((group, plural))
 
+    def compact_all(self) -> None:
+        """Forget every type's watch history up to now (a restarted server's watch cache)."""
+        for resource in self.registry.all():
+            self.store.compact(resource.key)
+
     def stop_watches(self) -> None:
         """End every open watch stream (on shutdown), so connections close promptly."""
         self.store.stop_watches()
 
+    def set_faults(self, config: FaultConfig | None) -> None:
+        """Switch fault injection on (or to new rates; the counts go on) or off (``None``)."""
+        if config is None:
+            if self.faults is not None:
+                self.faults.reconfigure(FaultConfig(seed=self.faults.config.seed))
+            return
+        if self.faults is None:
+            self.faults = FaultInjector(config, lambda: self.store.resource_version)
+        else:
+            self.faults.reconfigure(config)
+
+    def fault_stats(self) -> dict[str, Any]:
+        """Requests seen, faults injected by kind, restarts (zeros while faults are off)."""
+        if self.faults is None:
+            return FaultInjector(FaultConfig(), lambda: 0).stats()
+        return self.faults.stats()
+
     # ----------------------------------------------------------------- HTTP entry point
 
     async def __call__(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        """The faulty listener: requests may get the configured faults."""
+        faults = self.faults
+        if faults is not None and not self._never_faulted(raw):
+            return await faults.serve(raw, self._respond)
+        return await self._respond(raw, None)
+
+    async def serve_exempt(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        """The exempt listener: never faulted (bookkeeping, the cluster's own components)."""
+        if self.faults is not None:
+            self.faults.exempt += 1
+        return await self._respond(raw, None)
+
+    def _never_faulted(self, raw: aiohttp.web.BaseRequest) -> bool:
+        if EXEMPT_HEADER in raw.headers or raw.path.startswith("/devcluster/"):
+            assert self.faults is not None
+            self.faults.exempt += 1
+            return True
+        return raw.path in discovery.HEALTH_PATHS
+
+    async def _respond(
+        self, raw: aiohttp.web.BaseRequest, watch_fault: WatchFault | None
+    ) -> aiohttp.web.StreamResponse:
         self.requests_served += 1
         try:
-            return await self._dispatch(raw)
+            return await self._dispatch(raw, watch_fault)
         except ApiError as exc:
             return json_response(exc.status(), status=exc.code)
         except (ConnectionResetError, asyncio.CancelledError):
@@ -199,11 +260,15 @@ class ApiServer:
             error = ApiError(f"devcluster internal error: {exc!r}")
             return json_response(error.status(), status=500)
 
-    async def _dispatch(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+    async def _dispatch(
+        self, raw: aiohttp.web.BaseRequest, watch_fault: WatchFault | None = None
+    ) -> aiohttp.web.StreamResponse:
         method = raw.method.upper()
         path = raw.path
         if path in discovery.HEALTH_PATHS:
             return aiohttp.web.Response(text="ok")
+        if path == FAULTS_PATH:
+            return await self._faults_endpoint(raw)
         if method == "GET" and path in ("", "/"):
             return json_response({"paths": discovery.root_paths(self.registry)})
         if method == "GET" and path == "/version":
@@ -220,7 +285,7 @@ class ApiServer:
         call = self._resource_call(raw, parsed)
         if method == "GET" and (call.query.get("watch") in ("true", "1") or parsed.legacy_watch):
             return await serve_watch(
-                raw, self.store, call.resource, call.version, call.ns, call.name
+                raw, self.store, call.resource, call.version, call.ns, call.name, watch_fault
             )
         if method != "GET":
             call.body = await read_body(raw)
@@ -228,6 +293,21 @@ class ApiServer:
         if route is None:
             raise MethodNotAllowed(f"{method} is not supported on {path}")
         return await route(call)
+
+    async def _faults_endpoint(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.Response:
+        """``GET``: the counts; ``PUT`` a config (``FaultConfig.to_json`` form) or ``DELETE``
+        (faults off): the counts after."""
+        method = raw.method.upper()
+        if method == "PUT":
+            try:
+                self.set_faults(FaultConfig.from_json(await read_body(raw) or {}))
+            except (FaultConfigError, TypeError, ValueError) as exc:
+                raise BadRequest(f"invalid fault config: {exc}") from exc
+        elif method == "DELETE":
+            self.set_faults(None)
+        elif method != "GET":
+            raise MethodNotAllowed(f"{method} is not allowed on {FAULTS_PATH}")
+        return json_response(self.fault_stats())
 
     def _discovery_document(self, raw: aiohttp.web.BaseRequest, parsed: ParsedUrl) -> Any:
         if parsed.version is None:
@@ -379,10 +459,13 @@ class ServeError(RuntimeError):
 
 
 def new_api_server(
-    crd_paths: Iterable[str | Path] = (), *, log_dir: Path | None = None
+    crd_paths: Iterable[str | Path] = (),
+    *,
+    log_dir: Path | None = None,
+    faults: FaultConfig | None = None,
 ) -> ApiServer:
     """A server with the CRDs found in these files/folders (``CrdError`` names a bad one)."""
-    server = ApiServer(log_dir=log_dir)
+    server = ApiServer(log_dir=log_dir, faults=faults)
     for crd in load_crds(crd_paths):
         server.register_crd(crd)
     return server

@@ -111,6 +111,10 @@ class Store:
     def uid_exists(self, uid: str) -> bool:
         return uid in self._uids
 
+    def ref_of(self, uid: str) -> ObjectRef | None:
+        """Where the object with this uid is stored, if it exists."""
+        return self._uids.get(uid)
+
     def dependents(self, owner_uid: str) -> list[ObjectRef]:
         return sorted(self._dependents.get(owner_uid, set()))
 

@@ -56,6 +56,71 @@ IMMUTABLE_METADATA = (
 )
 
 
+DEFAULT_TERMINATION_GRACE_SECONDS = 30
+TERMINAL_POD_PHASES = ("Succeeded", "Failed")
+
+
+def go_strings(values: list[str]) -> str:
+    """A list of strings as Go's ``%#v`` prints a ``[]string``."""
+    return "[]string{" + ", ".join(f'"{v}"' for v in values) + "}"
+
+
+def deletion_finished(obj: Mapping[str, Any]) -> bool:
+    """A terminating object goes once no finalizer holds it and its grace period is over
+    (a Pod's kubelet ends that with a grace-0 DELETE)."""
+    meta = obj.get("metadata") or {}
+    return (
+        bool(meta.get("deletionTimestamp"))
+        and not meta.get("finalizers")
+        and not meta.get("deletionGracePeriodSeconds")
+    )
+
+
+def propagation_policy(
+    resource: ResourceType, options: Mapping[str, Any], query: Mapping[str, str]
+) -> str:
+    """DeleteOptions' policy: explicit, ``orphanDependents``, or the resource's default
+    (batch/v1 Jobs orphan their Pods, for backwards compatibility; all else Background)."""
+    policy = query.get("propagationPolicy") or options.get("propagationPolicy")
+    if policy in ("Orphan", "Background", "Foreground"):
+        return str(policy)
+    if policy:
+        raise BadRequest(
+            f'propagationPolicy: Unsupported value: "{policy}": supported values: "Foreground", '
+            '"Background", "Orphan"'
+        )
+    orphan = options.get("orphanDependents")
+    if orphan is None and "orphanDependents" in query:
+        orphan = query["orphanDependents"] in ("true", "1")
+    if orphan is not None:
+        return "Orphan" if orphan else "Background"
+    return "Orphan" if resource.key == JOBS else "Background"
+
+
+def grace_period(
+    resource: ResourceType,
+    obj: Mapping[str, Any],
+    options: Mapping[str, Any],
+    query: Mapping[str, str],
+) -> int | None:
+    """Seconds a deleted Pod gets to terminate (``None`` for other kinds): 0 when it is not
+    bound to a node or already finished, else the request's ``gracePeriodSeconds`` or its
+    ``terminationGracePeriodSeconds`` (30)."""
+    if resource.key != PODS:
+        return None
+    spec = obj.get("spec") or {}
+    phase = (obj.get("status") or {}).get("phase")
+    if not spec.get("nodeName") or phase in TERMINAL_POD_PHASES:
+        return 0
+    given = query.get("gracePeriodSeconds", options.get("gracePeriodSeconds"))
+    if given is None:
+        given = spec.get("terminationGracePeriodSeconds", DEFAULT_TERMINATION_GRACE_SECONDS)
+    try:
+        return max(int(given), 0)
+    except (TypeError, ValueError) as exc:
+        raise BadRequest(f"invalid gracePeriodSeconds {given!r}") from exc
+
+
 def spec_part(obj: Mapping[str, Any], with_status: bool) -> dict[str, Any]:
     """What a generation tracks: everything but metadata (and status if it is a subresource)."""
     skipped = {"metadata", "status"} if with_status else {"metadata"}

@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp.web
 
 from devcluster.apiserver.errors import BadRequest, Gone
+from devcluster.apiserver.faults import WatchFault, abort
 from devcluster.apiserver.resources import ResourceType
 from devcluster.apiserver.selectors import parse_field_selector, parse_label_selector
 from devcluster.apiserver.store import END_OF_WATCH, Store, WatchEvent
@@ -80,8 +81,10 @@ async def serve_watch(
     version: str,
     ns: str | None,
     name: str | None,
+    fault: WatchFault | None = None,
 ) -> aiohttp.web.StreamResponse:
-    """Answer a ``?watch=true`` request until its timeout, the client leaving, or shutdown."""
+    """Answer a ``?watch=true`` request until its timeout, the client leaving, or shutdown;
+    an injected ``fault`` ends it early (an ERROR 410 event, or a cut connection)."""
     query = raw.query
     matches = matcher(ns, name, query)
     timeout = _timeout(query)
@@ -120,14 +123,24 @@ async def serve_watch(
             await write_event(response, event_type, resource.versioned(obj, version))
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
+        fault_at = None if fault is None else loop.time() + fault.after
+        wakes = [t for t in (deadline, fault_at) if t is not None]
         while not store.stopping:
-            remaining = None if deadline is None else deadline - loop.time()
-            if remaining is not None and remaining <= 0:
+            now = loop.time()
+            if fault is not None and fault_at is not None and now >= fault_at:
+                if fault.kind == "drop":
+                    abort(raw)
+                    return response
+                gone = Gone(f"too old resource version: {since or 0} ({store.resource_version})")
+                await write_event(response, "ERROR", gone.status())
                 break
+            if deadline is not None and now >= deadline:
+                break
+            wait = max(min(wakes) - now, 0.0) if wakes else None
             try:
-                item = await asyncio.wait_for(queue.get(), remaining)
+                item = await asyncio.wait_for(queue.get(), wait)
             except TimeoutError:
-                break
+                continue
             if item is END_OF_WATCH:
                 break
             translated = translate(item, matches)

@@ -29,8 +29,24 @@ KINDS: Mapping[str, tuple[str, str, str]] = {
 }
 
 
+RETRIES = 20
+RETRIED_STATUSES = (429, 500, 503)
+
+
 class ObjectGone(Exception):
     """The object was deleted while we were working on it."""
+
+
+class ApiRefused(RuntimeError):
+    """The API server answered an error (a 4xx other than 404, or a 5xx after retries)."""
+
+    def __init__(self, method: str, path: str, status: int, text: str) -> None:
+        super().__init__(f"{method} {path}: HTTP {status}: {text[:300]}")
+        self.status = status
+        try:
+            self.message = str(json.loads(text).get("message", text))
+        except ValueError:
+            self.message = text
 
 
 def collection_path(kind: str, namespace: str) -> str:
@@ -69,21 +85,34 @@ class ApiClient:
         body: Any = None,
         content_type: str = "application/json",
     ) -> dict[str, Any] | None:
-        """JSON request; ``None`` on 404 (and on 409 for creations)."""
+        """JSON request; ``None`` on 404 (and on 409 for creations). Retried while the server
+        cannot be reached or answers 429/500/503 (it did nothing then); ``ApiRefused`` for
+        other errors."""
         assert self._session is not None
         data = None if body is None else json.dumps(body).encode()
-        async with self._session.request(
-            method, self.url + path, data=data, headers={"Content-Type": content_type}
-        ) as response:
-            if response.status == 404:
-                return None
-            if response.status == 409 and method == "POST":
-                return None
-            if response.status >= 400:
-                text = await response.text()
-                raise RuntimeError(f"{method} {path}: HTTP {response.status}: {text[:300]}")
-            result: dict[str, Any] = await response.json()
-            return result
+        for attempt in range(RETRIES + 1):
+            try:
+                async with self._session.request(
+                    method, self.url + path, data=data, headers={"Content-Type": content_type}
+                ) as response:
+                    if response.status == 404:
+                        return None
+                    if response.status == 409 and method == "POST":
+                        return None
+                    if response.status in RETRIED_STATUSES and attempt < RETRIES:
+                        delay = float(response.headers.get("Retry-After") or self.retry_interval)
+                        await asyncio.sleep(min(delay, 5.0))
+                        continue
+                    if response.status >= 400:
+                        text = await response.text()
+                        raise ApiRefused(method, path, response.status, text)
+                    result: dict[str, Any] = await response.json()
+                    return result
+            except aiohttp.ClientConnectorError:
+                if attempt == RETRIES:
+                    raise
+                await asyncio.sleep(self.retry_interval)
+        raise AssertionError("unreachable")
 
     async def read(self, namespace: str, plural: str, name: str) -> dict[str, Any] | None:
         """A core/v1 object (Secret, ConfigMap), or ``None`` if it does not exist."""
@@ -107,8 +136,13 @@ class ApiClient:
             raise ObjectGone(meta["name"])
         return result
 
-    async def delete(self, kind: str, namespace: str, name: str) -> None:
-        await self.request("DELETE", object_path(kind, namespace, name))
+    async def delete(
+        self, kind: str, namespace: str, name: str, options: Mapping[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """DELETE with these DeleteOptions; the object as the API answered (terminating, or
+        as it was when it went), ``None`` if it was not there."""
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", **(options or {})}
+        return await self.request("DELETE", object_path(kind, namespace, name), body)
 
     async def create(self, kind: str, namespace: str, body: Any) -> dict[str, Any] | None:
         """Create in the namespace; ``None`` when it already exists or the namespace is gone."""

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from devcluster.clock import utc_now
-from devcluster.runner.client import ApiClient, Handler, ObjectGone
+from devcluster.runner.client import ApiClient, ApiRefused, Handler, ObjectGone
 from devcluster.runner.conditions import set_condition
 from devcluster.runner.controller import Controller, Tasks
 from devcluster.runner.scheduler import Scheduler
@@ -191,6 +191,8 @@ def termination_message(
 class RunningPod:
     task: asyncio.Task[None] | None = None
     processes: list[asyncio.subprocess.Process] = field(default_factory=list)
+    deleting: bool = False  # the pod got a deletionTimestamp: stop, report, confirm
+    final_reported: bool = False  # its terminal status is written
 
 
 @dataclass
@@ -202,7 +204,20 @@ class Started:
     message_file: Path
 
 
-async def kill(processes: list[asyncio.subprocess.Process]) -> None:
+def unknown_state() -> dict[str, Any]:
+    """The state of a container a deleted pod never ran (or that could not be found)."""
+    return {
+        "terminated": {
+            "exitCode": 137,
+            "reason": "ContainerStatusUnknown",
+            "message": "The container could not be located when the pod was terminated",
+        }
+    }
+
+
+async def kill(
+    processes: list[asyncio.subprocess.Process], grace: float = KILL_GRACE_SECONDS
+) -> None:
     """SIGTERM each process group, SIGKILL what is still alive after the grace period."""
     alive = [p for p in processes if p.returncode is None]
     for process in alive:
@@ -210,7 +225,7 @@ async def kill(processes: list[asyncio.subprocess.Process]) -> None:
             os.killpg(process.pid, signal.SIGTERM)
     for process in alive:
         try:
-            await asyncio.wait_for(process.wait(), KILL_GRACE_SECONDS)
+            await asyncio.wait_for(process.wait(), grace)
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
@@ -241,6 +256,7 @@ class Kubelet(Controller):
         self.retry_interval = retry_interval
         self.images = images or ImagePolicy()
         self._running: dict[str, RunningPod] = {}  # pod uid -> its task and processes
+        self._confirming: set[str] = set()  # uids of deleted pods being confirmed
 
     def watches(self) -> Mapping[str, Handler]:
         return {"/api/v1/pods": self.on_pod}
@@ -255,18 +271,64 @@ class Kubelet(Controller):
     async def on_pod(self, event_type: str, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]
         uid = meta["uid"]
-        if event_type == "DELETED" or meta.get("deletionTimestamp"):
+        node = (pod.get("spec") or {}).get("nodeName")
+        if event_type == "DELETED":
             running = self._running.pop(uid, None)
             if running is not None and running.task is not None:
                 running.task.cancel()
             return
+        if meta.get("deletionTimestamp"):
+            if node == self.node_name:
+                self._stop_deleted(pod)
+            return
         phase = (pod.get("status") or {}).get("phase", "Pending")
-        node = (pod.get("spec") or {}).get("nodeName")
         if uid in self._running or phase != "Pending" or node not in (None, "", self.node_name):
             return
         running = RunningPod()
         running.task = asyncio.create_task(self._run_pod(pod, running), name=f"pod {meta['name']}")
         self._running[uid] = running
+
+    def _stop_deleted(self, pod: dict[str, Any]) -> None:
+        """A bound pod was deleted: stop its containers within the grace period (capped at
+        ``KILL_GRACE_SECONDS``), report how they ended, then confirm with a grace-0 DELETE."""
+        uid = pod["metadata"]["uid"]
+        running = self._running.get(uid)
+        if running is None:
+            if uid not in self._confirming:
+                self._confirming.add(uid)
+                self.tasks.spawn(self._confirm_deletion(pod, final_reported=False))
+            return
+        if running.deleting:
+            return
+        running.deleting = True
+        grace = min(
+            float(pod["metadata"].get("deletionGracePeriodSeconds") or 0), KILL_GRACE_SECONDS
+        )
+        if running.processes:
+            self.tasks.spawn(kill(running.processes, grace))  # its lifecycle reports the ends
+        elif running.task is not None:
+            running.task.cancel()  # nothing started yet
+
+    async def _confirm_deletion(self, pod: dict[str, Any], *, final_reported: bool) -> None:
+        """Write a terminal status if the pod has none, then delete it for good (grace 0,
+        this uid only): it goes unless finalizers still hold it."""
+        meta = pod["metadata"]
+        try:
+            phase = (pod.get("status") or {}).get("phase")
+            if not final_reported and phase not in ("Succeeded", "Failed"):
+                containers = (pod.get("spec") or {}).get("containers") or []
+                states = [unknown_state() for _ in containers]
+                status = {
+                    "phase": "Failed",
+                    "containerStatuses": container_statuses(pod, containers, states),
+                }
+                await self._report(pod, status)
+            options = {"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}}
+            await self.client.delete("Pod", meta["namespace"], meta["name"], options)
+        except (ObjectGone, ApiRefused):
+            pass  # gone already, or another pod of that name now
+        finally:
+            self._confirming.discard(meta["uid"])
 
     def log_file(self, pod: Mapping[str, Any], container: Mapping[str, Any]) -> Path:
         meta = pod["metadata"]
@@ -287,6 +349,9 @@ class Kubelet(Controller):
             await kill(running.processes)
             self.scheduler.release(uid)
             shutil.rmtree(workdir, ignore_errors=True)
+            if running.deleting:
+                self._confirming.add(uid)
+                await self._confirm_deletion(pod, final_reported=running.final_reported)
 
     async def _report(self, pod: Mapping[str, Any], status: dict[str, Any]) -> None:
         await self.client.patch_status("Pod", pod, status)
@@ -359,6 +424,7 @@ class Kubelet(Controller):
             )
         status["containerStatuses"] = container_statuses(pod, containers, finals)
         await self._report(pod, status)
+        running.final_reported = True
 
     async def _pull_images(
         self, pod: dict[str, Any], containers: list[dict[str, Any]], status: dict[str, Any]

@@ -1,5 +1,6 @@
-"""The pod runner: the fake node's controllers (Job controller, scheduler, kubelet) on one
-API client, watching Pods and Jobs over HTTP as real controllers do.
+"""The pod runner: the fake node's controllers (Job controller, TTL-after-finished
+controller, scheduler, kubelet) on one API client, watching Pods and Jobs over HTTP as real
+controllers do.
 
 Ignored pod fields (documented, logged at start): image contents (the local machine's
 programs run instead), securityContext, affinity, tolerations, priority, resources other
@@ -24,6 +25,7 @@ from devcluster.runner.controller import Controller, Tasks
 from devcluster.runner.jobs import JobController
 from devcluster.runner.kubelet import ImagePolicy, Kubelet
 from devcluster.runner.scheduler import GPU, NODE_NAME, Scheduler
+from devcluster.runner.ttl import TtlController
 
 log = logging.getLogger("devcluster.podrunner")
 
@@ -71,8 +73,9 @@ class PodRunner:
             retry_interval=retry_interval,
             images=images,
         )
+        self.ttl = TtlController(self.client, self._tasks)
         # Each path's events go to its controllers in this order (job state before kubelet).
-        self.controllers: tuple[Controller, ...] = (self.jobs, self.kubelet)
+        self.controllers: tuple[Controller, ...] = (self.jobs, self.kubelet, self.ttl)
         self._loop_thread: BackgroundLoop | None = None
 
     @property
@@ -101,6 +104,7 @@ class PodRunner:
             ready = asyncio.Event()
             self._tasks.spawn(self.client.watch(path, self._handler(path), ready))
             await ready.wait()
+        self.jobs.synced()
 
     async def stop(self) -> None:
         pending = self._tasks.cancel()

@@ -9,7 +9,17 @@ from typing import Any
 import kubernetes.client
 import pytest
 
-from devcluster.runner.jobs import CreatePod, DeletePod, Emit, plan_job, pod_for_job
+from devcluster.runner.jobs import (
+    BACKOFF_LIMIT_EXCEEDED,
+    DEADLINE_EXCEEDED,
+    TRACKING_FINALIZER,
+    CreatePod,
+    DeletePod,
+    Emit,
+    finish,
+    plan_job,
+    pod_for_job,
+)
 from tests.devcluster.runner.jobs import condition, finished_job, make_job, pods_of, python
 from tests.polling import wait_for
 
@@ -115,12 +125,14 @@ def a_job(spec: dict[str, Any] | None = None, status: dict[str, Any] | None = No
     return {"metadata": meta, "spec": {"backoffLimit": 1, **(spec or {})}, "status": status or {}}
 
 
-def failed_pod(name: str, code: int) -> dict[str, Any]:
-    terminated = {"terminated": {"exitCode": code}}
-    return {
-        "metadata": {"name": name, "namespace": "ns"},
-        "status": {"phase": "Failed", "containerStatuses": [{"name": "main", "state": terminated}]},
-    }
+def a_pod(name: str, phase: str = "Running", code: int | None = None, **meta: Any) -> dict:
+    status: dict[str, Any] = {"phase": phase}
+    if code is not None:
+        terminated = {"terminated": {"exitCode": code}}
+        status["containerStatuses"] = [{"name": "main", "state": terminated}]
+    metadata = {"name": name, "namespace": "ns", "uid": f"uid-{name}", "resourceVersion": "1",
+                "finalizers": [TRACKING_FINALIZER], **meta}  # fmt: skip
+    return {"metadata": metadata, "status": status}
 
 
 def kinds(conditions: list[dict[str, Any]]) -> dict[str, str]:
@@ -128,31 +140,68 @@ def kinds(conditions: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def test_plan_creates_the_first_pod_and_starts_the_clock() -> None:
-    plan = plan_job(a_job(), {}, {}, set(), NOW)
+    plan = plan_job(a_job(), [], NOW)
     assert plan.actions == [CreatePod()]
-    assert plan.status["startTime"] and plan.counts == (0, 0) and not plan.finished
-    assert plan.deadline_in is None
-    assert plan_job(a_job(), {"j-abcde": "Running"}, {}, set(), NOW).actions == []
+    assert plan.status["startTime"] and plan.deadline_in is None and plan.ending is None
+    assert plan_job(a_job(), [a_pod("j-abcde")], NOW).actions == []
 
 
-def test_plan_suspends_then_resumes() -> None:
-    started = a_job({"suspend": True}, {"startTime": "2025-01-01T11:00:00Z"})
-    plan = plan_job(started, {"j-abcde": "Running"}, {}, set(), NOW)
-    assert plan.actions == [DeletePod("j-abcde"), Emit("Suspended", "Job suspended")]
+def test_plan_counts_through_uncounted_pods_then_removes_the_finalizer() -> None:
+    plan = plan_job(a_job(), [a_pod("j-1", "Failed", 3)], NOW)
+    assert plan.actions == [CreatePod()]  # 1 failure is within backoffLimit 1
+    assert plan.status["uncountedTerminatedPods"] == {"succeeded": [], "failed": ["uid-j-1"]}
+    assert plan.untrack == ["j-1"] and "failed" not in plan.status
+    after, event = finish(plan, plan.status, {"uid-j-1"})
+    assert after["failed"] == 1 and "uncountedTerminatedPods" not in after and event is None
+    # A removal that failed leaves the pod uncounted; the next round counts it once.
+    kept, _ = finish(plan, plan.status, set())
+    assert kept["uncountedTerminatedPods"]["failed"] == ["uid-j-1"] and "failed" not in kept
+    again = plan_job(a_job(status=kept), [a_pod("j-1", "Failed", 3)], NOW)
+    assert again.status["uncountedTerminatedPods"]["failed"] == ["uid-j-1"]
+    assert again.untrack == ["j-1"]
+
+
+def test_plan_suspends_without_counting_then_resumes() -> None:
+    started = a_job({"suspend": True}, {"startTime": "2025-01-01T11:00:00Z", "active": 1})
+    plan = plan_job(started, [a_pod("j-abcde")], NOW)
+    assert plan.actions == [DeletePod("j-abcde", strip_tracking=True),
+                            Emit("Suspended", "Job suspended")]  # fmt: skip
     assert kinds(plan.status["conditions"]) == {"Suspended": "True"}
-    assert "startTime" not in plan.status and plan.status["active"] == 0 and plan.counts is None
-    resumed = plan_job(a_job(status=plan.status), {}, {}, set(), NOW)
+    assert "active" not in plan.status and plan.status["terminating"] == 1
+    assert plan.untrack == [] and "uncountedTerminatedPods" not in plan.status
+    # The deleted pod lost its tracking finalizer first: it is not a failure.
+    gone = a_pod("j-abcde", deletionTimestamp="2025-01-01T12:00:00Z", finalizers=[])
+    resumed = plan_job(a_job(status=plan.status), [gone], NOW)
     assert resumed.actions == [Emit("Resumed", "Job resumed"), CreatePod()]
     assert kinds(resumed.status["conditions"]) == {"Suspended": "False"}
+    assert "failed" not in resumed.status and resumed.status["startTime"] != "2025-01-01T11:00:00Z"
+
+
+def test_a_deleted_pod_counts_as_failed() -> None:
+    deleted = a_pod("j-1", "Running", deletionTimestamp="2025-01-01T12:00:00Z")
+    plan = plan_job(a_job({"backoffLimit": 0}), [deleted], NOW)
+    assert plan.status["uncountedTerminatedPods"]["failed"] == ["uid-j-1"]
+    assert plan.ending == ("Failed", *BACKOFF_LIMIT_EXCEEDED)
+    # ...unless a podFailurePolicy asks to wait for the Failed phase.
+    policy = {"rules": []}
+    waiting = plan_job(a_job({"backoffLimit": 0, "podFailurePolicy": policy}), [deleted], NOW)
+    assert waiting.ending is None and "uncountedTerminatedPods" not in waiting.status
 
 
 def test_plan_fails_past_the_backoff_limit_and_stops_what_runs() -> None:
-    failed = {"j-1": failed_pod("j-1", 3), "j-2": failed_pod("j-2", 3)}
-    plan = plan_job(a_job(), {"j-3": "Pending"}, failed, set(), NOW)
-    reason, message = "BackoffLimitExceeded", "Job has reached the specified backoff limit"
-    assert plan.actions == [DeletePod("j-3", mark_failed=True), Emit(reason, message, True)]
-    assert kinds(plan.status["conditions"]) == {"FailureTarget": "True", "Failed": "True"}
-    assert plan.finished and plan.active == [] and plan.counts == (0, 2)
+    pods = [a_pod("j-1", "Failed", 3), a_pod("j-2", "Failed", 3), a_pod("j-3", "Pending")]
+    plan = plan_job(a_job(), pods, NOW)
+    assert plan.actions == [DeletePod("j-3")]  # its tracking finalizer stays: it counts
+    assert plan.ending == ("Failed", *BACKOFF_LIMIT_EXCEEDED)
+    assert kinds(plan.status["conditions"]) == {"FailureTarget": "True"}
+    assert plan.status["terminating"] == 1
+    # Failed only once the pods are counted and none is terminating.
+    after, event = finish(plan, plan.status, {"uid-j-1", "uid-j-2", "uid-j-3"})
+    assert event is None and "Failed" not in kinds(after["conditions"])
+    done = {**after, "terminating": 0}
+    final, event = finish(plan_job(a_job(status=done), [], NOW), done, set())
+    assert kinds(final["conditions"]) == {"FailureTarget": "True", "Failed": "True"}
+    assert event == Emit(*BACKOFF_LIMIT_EXCEEDED, warning=True) and final["failed"] == 3
 
 
 def test_plan_follows_the_pod_failure_policy() -> None:
@@ -162,38 +211,42 @@ def test_plan_follows_the_pod_failure_policy() -> None:
             {"action": "FailJob", "onExitCodes": {"operator": "In", "values": [5]}},
         ]
     }
-    ignored = {f"j-{i}": failed_pod(f"j-{i}", 7) for i in range(3)}
-    plan = plan_job(a_job({"podFailurePolicy": policy}), {}, ignored, set(), NOW)
-    assert plan.actions == [CreatePod()] and plan.counts == (0, 0)
-    fatal = {"j-9": failed_pod("j-9", 5)}
-    plan = plan_job(a_job({"podFailurePolicy": policy}), {}, fatal, set(), NOW)
-    assert plan.status["conditions"][-1]["reason"] == "PodFailurePolicy"
-    assert (
-        "exit code 5 matching FailJob rule at index 1" in plan.status["conditions"][-1]["message"]
-    )
+    ignored = [a_pod(f"j-{i}", "Failed", 7) for i in range(3)]
+    plan = plan_job(a_job({"podFailurePolicy": policy}), ignored, NOW)
+    assert plan.actions == [CreatePod()] and "uncountedTerminatedPods" not in plan.status
+    assert sorted(plan.untrack) == ["j-0", "j-1", "j-2"]  # let go of, not counted
+    plan = plan_job(a_job({"podFailurePolicy": policy}), [a_pod("j-9", "Failed", 5)], NOW)
+    assert plan.ending is not None and plan.ending[1] == "PodFailurePolicy"
+    assert "exit code 5 matching FailJob rule at index 1" in plan.ending[2]
 
 
 def test_plan_deadline_arms_then_fails() -> None:
     spec = {"activeDeadlineSeconds": 60}
-    running = plan_job(a_job(spec, {"startTime": "2025-01-01T11:59:30Z"}), {"p": "Running"},
-                       {}, set(), NOW)  # fmt: skip
-    assert running.deadline_in == 30.0 and not running.finished
-    late = plan_job(a_job(spec, {"startTime": "2025-01-01T11:00:00Z"}), {"p": "Running"},
-                    {}, set(), NOW)  # fmt: skip
-    assert late.status["conditions"][-1]["reason"] == "DeadlineExceeded"
-    assert late.deadline_in is None and late.actions[0] == DeletePod("p", mark_failed=True)
+    running = plan_job(a_job(spec, {"startTime": "2025-01-01T11:59:30Z"}), [a_pod("p")], NOW)
+    assert running.deadline_in == 30.0 and running.ending is None
+    late = plan_job(a_job(spec, {"startTime": "2025-01-01T11:00:00Z"}), [a_pod("p")], NOW)
+    assert late.ending == ("Failed", *DEADLINE_EXCEEDED)
+    assert late.deadline_in is None and late.actions == [DeletePod("p")]
 
 
 def test_plan_completes_once_a_pod_succeeded() -> None:
-    plan = plan_job(a_job(), {}, {"j-1": failed_pod("j-1", 1)}, {"j-2"}, NOW)
-    assert plan.actions == [Emit("Completed", "Job completed")]
-    assert kinds(plan.status["conditions"]) == {"SuccessCriteriaMet": "True", "Complete": "True"}
-    assert plan.status["completionTime"] and plan.finished and plan.counts == (1, 1)
+    pods = [a_pod("j-1", "Failed", 1), a_pod("j-2", "Succeeded", 0)]
+    plan = plan_job(a_job(), pods, NOW)
+    assert plan.actions == [] and plan.ending is not None and plan.ending[0] == "Complete"
+    assert kinds(plan.status["conditions"]) == {"SuccessCriteriaMet": "True"}
+    final, event = finish(plan, {**plan.status, "terminating": 0}, {"uid-j-1", "uid-j-2"})
+    assert kinds(final["conditions"]) == {"SuccessCriteriaMet": "True", "Complete": "True"}
+    assert final["completionTime"] and event == Emit("Completed", "Job completed")
+    assert (final["succeeded"], final["failed"]) == (1, 1)
 
 
-def test_pod_for_job_carries_the_job_labels_and_owner() -> None:
-    job = a_job({"template": {"metadata": {"labels": {"app": "t"}}, "spec": {"containers": []}}})
-    pod = pod_for_job(job)
+def test_pod_for_job_carries_the_template_metadata_and_owner() -> None:
+    template = {
+        "metadata": {"labels": {"app": "t"}, "annotations": {"a": "b"},
+                     "finalizers": ["example.com/result"]},
+        "spec": {"containers": []},
+    }  # fmt: skip
+    pod = pod_for_job(a_job({"template": template}))
     assert pod["metadata"]["generateName"] == "j-"
     assert pod["metadata"]["labels"] == {
         "app": "t",
@@ -202,5 +255,8 @@ def test_pod_for_job_carries_the_job_labels_and_owner() -> None:
         "controller-uid": "u-1",
         "batch.kubernetes.io/controller-uid": "u-1",
     }
+    assert pod["metadata"]["annotations"] == {"a": "b"}
+    assert pod["metadata"]["finalizers"] == ["example.com/result", TRACKING_FINALIZER]
     (owner,) = pod["metadata"]["ownerReferences"]
     assert owner["uid"] == "u-1" and owner["controller"] and owner["kind"] == "Job"
+    assert owner["blockOwnerDeletion"]
