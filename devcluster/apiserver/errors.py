@@ -36,6 +36,7 @@ def _error(name: str, code: int, reason: str = "") -> type[ApiError]:
 
 # The statuses the server answers with, as data: name, HTTP code, StatusReason.
 BadRequest = _error("BadRequest", 400)
+Forbidden = _error("Forbidden", 403)
 NotFound = _error("NotFound", 404)
 MethodNotAllowed = _error("MethodNotAllowed", 405)
 AlreadyExists = _error("AlreadyExists", 409)
@@ -43,6 +44,9 @@ Conflict = _error("Conflict", 409)
 Gone = _error("Gone", 410, "Expired")
 UnsupportedMediaType = _error("UnsupportedMediaType", 415)
 Invalid = _error("Invalid", 422)
+TooManyRequests = _error("TooManyRequests", 429)
+InternalError = _error("InternalError", 500)
+ServiceUnavailable = _error("ServiceUnavailable", 503)
 
 
 def details(group: str, plural: str, name: str | None) -> dict[str, Any]:
@@ -50,3 +54,33 @@ def details(group: str, plural: str, name: str | None) -> dict[str, Any]:
     if name:
         out["name"] = name
     return out
+
+
+def forbidden(group: str, plural: str, name: str, why: str) -> ApiError:
+    """``NewForbidden``: ``pods "x" is forbidden: why`` (admission's refusal)."""
+    resource = f"{plural}.{group}" if group else plural
+    return Forbidden(
+        f'{resource} "{name}" is forbidden: {why}', details=details(group, plural, name)
+    )
+
+
+FieldError = tuple[str, str, str]  # (field path, cause type, body: "Invalid value: 0: must be...")
+
+
+def invalid(group: str, kind: str, name: str, errors: list[FieldError]) -> ApiError:
+    """``NewInvalid``: ``Lease.coordination.k8s.io "x" is invalid: spec.f: Invalid value: ...``
+    (several errors are listed in brackets, as Go's aggregate error prints them)."""
+    qualified = f"{kind}.{group}" if group else kind
+    texts = [f"{path}: {body}" for path, _, body in errors]
+    joined = texts[0] if len(texts) == 1 else "[" + ", ".join(texts) + "]"
+    return Invalid(
+        f'{qualified} "{name}" is invalid: {joined}',
+        details={
+            "name": name,
+            "group": group,
+            "kind": kind,
+            "causes": [
+                {"reason": cause, "message": body, "field": path} for path, cause, body in errors
+            ],
+        },
+    )

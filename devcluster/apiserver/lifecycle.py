@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from devcluster.apiserver import strategies
+from devcluster.apiserver import builtins, strategies
 from devcluster.apiserver.discovery import Registry
 from devcluster.apiserver.errors import (
     AlreadyExists,
@@ -27,6 +27,8 @@ from devcluster.apiserver.errors import (
 from devcluster.apiserver.resources import (
     CRDS,
     NAMESPACES,
+    PODS,
+    PRIORITY_CLASSES,
     SECRETS,
     ResourceType,
     TypeKey,
@@ -82,7 +84,9 @@ class Lifecycle:
         dry_run: bool = False,
     ) -> dict[str, Any]:
         strategies.check_kind(resource, body)
+        builtins.check_decodable(resource, version, body)
         metadata = dict(body.get("metadata") or {})
+        requested_name = metadata.get("name") or metadata.get("generateName") or ""
         if resource.namespaced:
             if metadata.get("namespace") not in (None, "", ns):
                 raise BadRequest(
@@ -125,7 +129,13 @@ class Lifecycle:
         if resource.has_status or resource.schemas:
             metadata["generation"] = 1
         strategies.prepare_for_create(resource, obj)
+        builtins.prepare(resource, obj)
+        if resource.key == PODS:
+            builtins.admit_pod(obj, self._priority_classes(), requested_name)
         strategies.validate_schema(resource, version, obj)
+        builtins.validate(resource, obj, None)
+        if resource.key == PRIORITY_CLASSES:
+            builtins.admit_priority_class(obj, self.store.items(PRIORITY_CLASSES), creating=True)
         if resource.key == CRDS:
             obj = strategies.accept_crd(obj)
         if dry_run:
@@ -136,6 +146,9 @@ class Lifecycle:
         if resource.key == CRDS:
             self.serve_type(resource_from_crd(obj))
         return obj
+
+    def _priority_classes(self) -> dict[str, dict[str, Any]]:
+        return {pc["metadata"]["name"]: pc for pc in self.store.items(PRIORITY_CLASSES)}
 
     # ----------------------------------------------------------------- replace
 
@@ -152,6 +165,7 @@ class Lifecycle:
         """PUT semantics (PATCH arrives here after applying the patch to the current object)."""
         old = self.store.require(resource, ns, name)
         strategies.check_kind(resource, body)
+        builtins.check_decodable(resource, resource.versions[0], body)
         body_meta = body.get("metadata") or {}
         if body_meta.get("name") not in (None, name):
             raise BadRequest(
@@ -176,6 +190,11 @@ class Lifecycle:
         new["metadata"] = {**new["metadata"], "resourceVersion": old["metadata"]["resourceVersion"]}
         if subresource != "status":
             strategies.validate_schema(resource, resource.versions[0], new)
+            builtins.validate(resource, new, old)
+            if resource.key == PRIORITY_CLASSES:
+                builtins.admit_priority_class(
+                    new, self.store.items(PRIORITY_CLASSES), creating=False
+                )
         if "generation" in old["metadata"] and strategies.spec_part(
             new, resource.has_status
         ) != strategies.spec_part(old, resource.has_status):

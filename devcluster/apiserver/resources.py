@@ -83,6 +83,9 @@ SECRETS: TypeKey = ("", "secrets")
 PODS: TypeKey = ("", "pods")
 JOBS: TypeKey = ("batch", "jobs")
 CRDS: TypeKey = ("apiextensions.k8s.io", "customresourcedefinitions")
+EVENTS: TypeKey = ("", "events")
+LEASES: TypeKey = ("coordination.k8s.io", "leases")
+PRIORITY_CLASSES: TypeKey = ("scheduling.k8s.io", "priorityclasses")
 
 
 def _v1(group: str, plural: str, kind: str, **kwargs: Any) -> ResourceType:
@@ -101,6 +104,8 @@ BUILTIN_RESOURCES: tuple[ResourceType, ...] = (
     _v1("batch", "jobs", "Job", categories=("all",), has_status=True),
     _v1("events.k8s.io", "events", "Event"),
     _v1("coordination.k8s.io", "leases", "Lease"),
+    _v1("scheduling.k8s.io", "priorityclasses", "PriorityClass", namespaced=False,
+        short_names=("pc",)),
     _v1("apiextensions.k8s.io", "customresourcedefinitions", "CustomResourceDefinition",
         namespaced=False, short_names=("crd", "crds"), categories=("api-extensions",),
         has_status=True),

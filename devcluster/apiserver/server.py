@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp.web
 
 from devcluster.apiserver import discovery, patching
+from devcluster.apiserver.builtins import SYSTEM_PRIORITY_CLASSES
 from devcluster.apiserver.discovery import Registry
 from devcluster.apiserver.errors import (
     ApiError,
@@ -38,6 +39,7 @@ from devcluster.apiserver.lifecycle import Lifecycle
 from devcluster.apiserver.resources import (
     BUILTIN_RESOURCES,
     NAMESPACES,
+    PRIORITY_CLASSES,
     ResourceType,
     TypeKey,
     load_crds,
@@ -50,11 +52,12 @@ from devcluster.apiserver.watch import serve_watch
 
 log = logging.getLogger("devcluster.apiserver")
 
-# What every cluster starts with: the usual namespaces, and kopf's default peering
-# objects, so that operators run with peering (HA) out of the box.
+# What every cluster starts with: the usual namespaces, the system PriorityClasses, and
+# kopf's default peering objects, so that operators run with peering out of the box.
 INITIAL_OBJECTS: tuple[tuple[TypeKey, dict[str, Any]], ...] = (
     *((NAMESPACES, {"metadata": {"name": ns}}) for ns in (
         "default", "kube-system", "kube-public", "kube-node-lease")),
+    *((PRIORITY_CLASSES, pc) for pc in SYSTEM_PRIORITY_CLASSES),
     (("kopf.dev", "clusterkopfpeerings"), {"metadata": {"name": "default"}}),
     (("kopf.dev", "kopfpeerings"), {"metadata": {"name": "default", "namespace": "default"}}),
 )  # fmt: skip
