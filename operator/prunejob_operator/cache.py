@@ -1,9 +1,10 @@
 """The read-only view of the watched objects the reconciler decides from.
 
-The watch streams keep three indices (kopf's `@kopf.index` in the operator; plain
+The watch streams keep four indices (kopf's `@kopf.index` in the operator; plain
 dicts in tests): PruneJob records by (namespace, name), Job summaries by name and by
-owner, Pod summaries by Job. The `*_entries` functions say what an object is filed
-under, `IndexedCache` reads the same keys back. Nothing here writes to the cluster.
+owner, Pod summaries by Job and by owner, PriorityClasses by name. The `*_entries`
+functions say what an object is filed under, `IndexedCache` reads the same keys back.
+Nothing here writes to the cluster.
 """
 
 from __future__ import annotations
@@ -11,7 +12,12 @@ from __future__ import annotations
 from collections.abc import Collection, Hashable, Iterator, Mapping
 from typing import Any, Protocol
 
-from prunejob_operator.records import JobSummary, PodSummary, PruneJobRecord
+from prunejob_operator.records import (
+    JobSummary,
+    PodSummary,
+    PriorityClassSummary,
+    PruneJobRecord,
+)
 
 # key -> the objects filed under it (kopf.Index is such a mapping)
 Index = Mapping[Any, Collection[Any]]
@@ -32,6 +38,13 @@ class Cache(Protocol):
 
     def pods_of(self, namespace: str, job_name: str) -> list[PodSummary]: ...
 
+    def pods_of_prunejob(self, namespace: str, name: str) -> list[PodSummary]:
+        """Every managed pod whose owner annotation names the PruneJob (its Jobs may be
+        gone: pods outlive them until their result finalizer is removed)."""
+        ...
+
+    def priority_classes(self) -> Iterator[PriorityClassSummary]: ...
+
 
 def prunejob_entries(record: PruneJobRecord) -> dict[Hashable, PruneJobRecord]:
     return {(record.namespace, record.name): record}
@@ -42,16 +55,26 @@ def job_entries(job: JobSummary) -> dict[Hashable, JobSummary]:
 
 
 def pod_entries(namespace: str, job_name: str, pod: PodSummary) -> dict[Hashable, PodSummary]:
-    return {(namespace, job_name): pod}
+    entries: dict[Hashable, PodSummary] = {(namespace, job_name): pod}
+    if pod.owner:
+        entries["owner", namespace, pod.owner] = pod
+    return entries
+
+
+def priority_class_entries(item: PriorityClassSummary) -> dict[Hashable, PriorityClassSummary]:
+    return {item.name: item}
 
 
 class IndexedCache:
-    """`Cache` over three indices filed by the `*_entries` functions above."""
+    """`Cache` over the indices filed by the `*_entries` functions above."""
 
-    def __init__(self, prunejobs: Index, jobs: Index, pods: Index) -> None:
+    def __init__(
+        self, prunejobs: Index, jobs: Index, pods: Index, priority_classes: Index | None = None
+    ) -> None:
         self._prunejobs = prunejobs
         self._jobs = jobs
         self._pods = pods
+        self._priority_classes: Index = {} if priority_classes is None else priority_classes
 
     @staticmethod
     def _one(index: Index, key: Hashable) -> Any:
@@ -83,3 +106,10 @@ class IndexedCache:
 
     def pods_of(self, namespace: str, job_name: str) -> list[PodSummary]:
         return self._all(self._pods, (namespace, job_name))
+
+    def pods_of_prunejob(self, namespace: str, name: str) -> list[PodSummary]:
+        return self._all(self._pods, ("owner", namespace, name))
+
+    def priority_classes(self) -> Iterator[PriorityClassSummary]:
+        for key in list(self._priority_classes):
+            yield from self._all(self._priority_classes, key)

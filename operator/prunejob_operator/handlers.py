@@ -19,7 +19,14 @@ from prunejob_operator import cache, connection, manifests, models
 from prunejob_operator.client import HttpKubeApi
 from prunejob_operator.metrics import Metrics
 from prunejob_operator.reconciler import Reconciler
-from prunejob_operator.records import job_of_pod, owner_of, record_of, summarize_job, summarize_pod
+from prunejob_operator.records import (
+    job_of_pod,
+    owner_of,
+    record_of,
+    summarize_job,
+    summarize_pod,
+    summarize_priority_class,
+)
 from prunejob_operator.settings import OperatorConfig, from_env
 
 LOG = logging.getLogger("prunejob_operator")
@@ -36,6 +43,7 @@ async def configure(
     pj_records: kopf.Index[Any, Any],
     job_records: kopf.Index[Any, Any],
     pod_records: kopf.Index[Any, Any],
+    priority_class_records: kopf.Index[Any, Any],
     **_: Any,
 ) -> None:
     # `prunejob operator` (cli.main) puts both in the memo; plain `kopf run` does not.
@@ -52,7 +60,7 @@ async def configure(
     settings.posting.event_name_prefix = "prunejob-"
     settings.peering.mandatory = False
     memo.api = HttpKubeApi(server, timeout=60, component=COMPONENT, event_name_prefix="prunejob-")
-    view = cache.IndexedCache(pj_records, job_records, pod_records)
+    view = cache.IndexedCache(pj_records, job_records, pod_records, priority_class_records)
     memo.reconciler = Reconciler(config, memo.api, view, metrics=Metrics())
     if config.metrics_port:
         memo.reconciler.metrics.serve(config.metrics_port)
@@ -90,6 +98,11 @@ def job_records(body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
 def pod_records(body: kopf.Body, namespace: str, **_: Any) -> dict[Any, Any] | None:
     job_name = job_of_pod(body)
     return None if job_name is None else cache.pod_entries(namespace, job_name, summarize_pod(body))
+
+
+@kopf.index("scheduling.k8s.io", "v1", "priorityclasses")
+def priority_class_records(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return cache.priority_class_entries(summarize_priority_class(body))
 
 
 @kopf.on.event(*PJ_RESOURCE)
