@@ -25,13 +25,14 @@ Order = tuple[int, str, str, str]  # (-priority, creationTimestamp, namespace, n
 
 def priority_of(name: str | None, classes: Iterable[PriorityClassSummary]) -> int:
     """The value of PriorityClass `name`; of the globalDefault one when `name` is empty
-    or unknown; 0 without either."""
+    or unknown (the lowest, if several: as the Priority admission plugin picks); 0
+    without either."""
     default: int | None = None
     for item in classes:
         if name and item.name == name:
             return item.value
         if item.global_default:
-            default = item.value if default is None else max(default, item.value)
+            default = item.value if default is None else min(default, item.value)
     return default or 0
 
 

@@ -135,9 +135,10 @@ class Reconciler:
 
     def jobs_of(self, namespace: str, name: str) -> list[JobSummary]:
         """The PruneJob's Jobs, with the ones we created that the cache lacks yet."""
-        found = {job.name: job for job in self.expectations.created_jobs_of(namespace, name)}
-        found.update((job.name, job) for job in self.cache.jobs_of(namespace, name))
-        return list(found.values())
+        cached = self.cache.jobs_of(namespace, name)
+        for job in cached:  # the watch shows it: no longer trusted over the cache
+            self.expectations.job((namespace, job.name), job)
+        return [*self.expectations.created_jobs_of(namespace, name), *cached]
 
     def previous_status(self, record: PruneJobRecord) -> models.PruneJobStatus:
         """The status as last written (ours until the watch shows it), with a status of

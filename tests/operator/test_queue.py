@@ -93,6 +93,7 @@ CLASSES = [
         ("no-such-class", CLASSES, 100),  # unknown: the globalDefault class
         (None, CLASSES[:2], 0),  # no globalDefault: 0
         ("no-such-class", [], 0),
+        (None, [*CLASSES, PriorityClassSummary("also-default", 50, global_default=True)], 50),
     ],
 )
 def test_priority_of_a_class_name(name: str | None, classes: list, value: int) -> None:

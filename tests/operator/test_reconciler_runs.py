@@ -448,3 +448,15 @@ async def test_the_cap_admits_higher_priorities_first_then_fifo() -> None:
     # Highest priority first; equal priorities (the default for none or an unknown
     # class) first come, first served.
     assert order == ["new-high", "older-unknown-class", "old-standard", "mid-default"]
+
+
+@asynchronous
+async def test_a_created_job_that_the_watch_showed_and_then_lost_is_gone() -> None:
+    # Our own creation is trusted only until the watch shows the Job; a deletion after
+    # that must not leave it looking alive.
+    reconciler, api, watch, _ = make(prunejob_body("resnet"))
+    await reconcile(reconciler)
+    watch_job(watch, api, "resnet-g1")
+    await reconcile(reconciler)
+    watch.gone("resnet-g1")
+    assert reconciler.jobs_of(NS, "resnet") == []
