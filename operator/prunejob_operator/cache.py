@@ -1,32 +1,27 @@
 """The read-only view of the watched objects the reconciler decides from.
 
 The reflectors (`informer.py`) keep the indices: PruneJob records by (namespace,
-name), Job summaries by name and by owner, Pod summaries by Job, PriorityClasses by
-name (plain dicts in tests). The `*_entries` functions say what an object is filed
-under, `Index` files it, `IndexedCache` reads the same keys back. Nothing here writes
-to the cluster.
+name), Job summaries by name and by owner, Pod summaries by Job and by owner,
+PriorityClasses by name (plain dicts in tests). The `*_entries` functions say what an
+object is filed under, `Index` files it, `IndexedCache` reads the same keys back.
+Nothing here writes to the cluster.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Hashable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 
-from prunejob_operator.records import JobSummary, PodSummary, PruneJobRecord
+from prunejob_operator.records import (
+    JobSummary,
+    PodSummary,
+    PriorityClassSummary,
+    PruneJobRecord,
+)
 
 # key -> the objects filed under it (an `Index`, or a plain dict of lists in tests)
 IndexView = Mapping[Any, Collection[Any]]
 ObjectKey = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped objects
-
-
-@dataclass(frozen=True)
-class PriorityClassSummary:
-    """A scheduling.k8s.io/v1 PriorityClass: its value, and whether it is the default."""
-
-    name: str
-    value: int
-    global_default: bool = False
 
 
 class Cache(Protocol):
@@ -44,7 +39,12 @@ class Cache(Protocol):
 
     def pods_of(self, namespace: str, job_name: str) -> list[PodSummary]: ...
 
-    def priority_value(self, class_name: str | None) -> int: ...
+    def pods_of_prunejob(self, namespace: str, name: str) -> list[PodSummary]:
+        """Every managed pod whose owner annotation names the PruneJob (its Jobs may be
+        gone: pods outlive them until their result finalizer is removed)."""
+        ...
+
+    def priority_classes(self) -> Iterator[PriorityClassSummary]: ...
 
 
 def prunejob_entries(record: PruneJobRecord) -> dict[Hashable, PruneJobRecord]:
@@ -56,21 +56,14 @@ def job_entries(job: JobSummary) -> dict[Hashable, JobSummary]:
 
 
 def pod_entries(namespace: str, job_name: str, pod: PodSummary) -> dict[Hashable, PodSummary]:
-    return {(namespace, job_name): pod}
+    entries: dict[Hashable, PodSummary] = {(namespace, job_name): pod}
+    if pod.owner:
+        entries["owner", namespace, pod.owner] = pod
+    return entries
 
 
-def priority_class_entries(body: Mapping[str, Any]) -> dict[Hashable, PriorityClassSummary]:
-    metadata = body.get("metadata") or {}
-    try:
-        value = int(body.get("value") or 0)
-    except (TypeError, ValueError):
-        value = 0
-    summary = PriorityClassSummary(
-        name=str(metadata.get("name") or ""),
-        value=value,
-        global_default=bool(body.get("globalDefault")),
-    )
-    return {summary.name: summary}
+def priority_class_entries(item: PriorityClassSummary) -> dict[Hashable, PriorityClassSummary]:
+    return {item.name: item}
 
 
 class Index:
@@ -168,17 +161,9 @@ class IndexedCache:
     def pods_of(self, namespace: str, job_name: str) -> list[PodSummary]:
         return self._all(self._pods, (namespace, job_name))
 
-    def priority_value(self, class_name: str | None) -> int:
-        """The value of PriorityClass `class_name`; for none or an unknown one, the
-        value of the globalDefault class, else 0 (what Kubernetes gives a Pod without
-        a priorityClassName)."""
-        found = self._one(self._priority_classes, class_name) if class_name else None
-        if found is not None:
-            return int(found.value)
-        defaults = [
-            pc.value
-            for key in list(self._priority_classes)
-            for pc in self._all(self._priority_classes, key)
-            if pc.global_default
-        ]
-        return max(defaults, default=0)
+    def pods_of_prunejob(self, namespace: str, name: str) -> list[PodSummary]:
+        return self._all(self._pods, ("owner", namespace, name))
+
+    def priority_classes(self) -> Iterator[PriorityClassSummary]:
+        for key in list(self._priority_classes):
+            yield from self._all(self._priority_classes, key)

@@ -20,7 +20,7 @@ import json
 import logging
 import socket
 import urllib.parse
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,6 +48,7 @@ JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
 
 JOBS = "/apis/batch/v1/namespaces/{namespace}/jobs"
+PODS = "/api/v1/namespaces/{namespace}/pods"
 EVENTS = "/api/v1/namespaces/{namespace}/events"
 PRUNEJOBS = f"/apis/{models.GROUP}/{models.VERSION}/namespaces/{{namespace}}/{models.PLURAL}"
 LEASES = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
@@ -429,6 +430,17 @@ class HttpKubeApi:
     async def delete_job(self, namespace: str, name: str) -> None:
         with contextlib.suppress(NotFound):
             await self.request("DELETE", path(JOBS, namespace, name), BACKGROUND_DELETE)
+
+    async def remove_pod_finalizer(
+        self, namespace: str, name: str, finalizer: str, *, finalizers: Sequence[str], version: str
+    ) -> bool:
+        kept = [item for item in finalizers if item != finalizer]
+        body = {"metadata": {"resourceVersion": version, "finalizers": kept or None}}
+        try:
+            await self.request("PATCH", path(PODS, namespace, name), body, content_type=MERGE_PATCH)
+        except (NotFound, Conflict):
+            return False
+        return True
 
     async def patch_prunejob_status(
         self, namespace: str, name: str, status: Mapping[str, Any]

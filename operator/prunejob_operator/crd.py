@@ -4,6 +4,7 @@
     python -m prunejob_operator.crd --write [PATH] # write it (default crds/prunejob.yaml)
     python -m prunejob_operator.crd --check [PATH] # exit 1 when that file is stale
     python -m prunejob_operator.crd --reference    # print the spec/status field reference
+    python -m prunejob_operator.crd --runs         # print which spec edits start a new run
 
 Pydantic emits JSON Schema (draft 2020-12); a CRD needs a *structural* OpenAPI v3
 schema: no $ref, no titles, no `anyOf` with null, `exclusiveMinimum` as a boolean,
@@ -22,7 +23,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from prunejob_operator import models
+from prunejob_operator import models, runs
 
 # The default PATH: the committed CRD of the source checkout this module lives in.
 CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / "prunejob.yaml"
@@ -33,6 +34,7 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Filters", "type": "string", "jsonPath": ".status.filtersSummary"},
     {"name": "Reason", "type": "string", "jsonPath": ".status.reason", "priority": 1},
     {"name": "Job", "type": "string", "jsonPath": ".status.jobName", "priority": 1},
+    {"name": "Attempts", "type": "integer", "jsonPath": ".status.attempts", "priority": 1},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 
@@ -197,9 +199,15 @@ def main(argv: list[str] | None = None) -> int:
         "--check", nargs="?", const="", metavar="PATH", help="exit 1 when the file is stale"
     )
     mode.add_argument("--reference", action="store_true", help="print a Markdown reference")
+    mode.add_argument(
+        "--runs", action="store_true", help="print which spec edits start a new run (Markdown)"
+    )
     args = parser.parse_args(argv)
     if args.reference:
         sys.stdout.write(render_reference())
+        return 0
+    if args.runs:
+        sys.stdout.write(runs.render_table())
         return 0
     text = render_crd()
     if args.write is not None:

@@ -9,7 +9,9 @@ grace period passes, in case the event was lost), and the reconciler reads throu
 - `statuses`: PruneJob uid -> (resourceVersion, status) of our last status patch;
 - `jobs`: (namespace, name) -> summary of a Job we created;
 - `starts`: (namespace, name) of Jobs we created running or unsuspended, not yet
-  seen running: they count against the concurrency cap meanwhile.
+  seen running: they count against the concurrency cap meanwhile;
+- `requests`: deletions of Jobs and removals of pod finalizers we asked for, so that
+  each is asked once until the watch shows it (or the grace period passes).
 """
 
 from __future__ import annotations
@@ -58,6 +60,12 @@ class Expiring(Generic[K, V]):
     def drop(self, key: K) -> None:
         self._items.pop(key, None)
 
+    def sweep(self) -> None:
+        """Drop every expired value."""
+        now = self.clock()
+        for key in [key for key, (_, at) in self._items.items() if now - at > self.grace]:
+            del self._items[key]
+
     def known(self) -> list[K]:
         """The keys, expired or not."""
         return list(self._items)
@@ -82,6 +90,8 @@ class Expectations:
         self.statuses: Expiring[str, tuple[str, PruneJobStatus]] = Expiring(grace, clock)
         self.jobs: Expiring[JobKey, JobSummary] = Expiring(grace, clock)
         self.starts: Expiring[JobKey, bool] = Expiring(grace, clock)
+        self.requests: Expiring[tuple[str, ...], bool] = Expiring(grace, clock)
+        self._owned: dict[tuple[str, str], set[str]] = {}  # (namespace, owner) -> Job names
 
     # -- status patches --------------------------------------------------------------
 
@@ -110,6 +120,7 @@ class Expectations:
 
     def created_job(self, job: JobSummary) -> None:
         self.jobs.put((job.namespace, job.name), job)
+        self._owned.setdefault((job.namespace, job.owner), set()).add(job.name)
 
     def job(self, key: JobKey, seen: JobSummary | None) -> JobSummary | None:
         """The cached Job, else the one we created while it is fresh."""
@@ -117,6 +128,33 @@ class Expectations:
             self.jobs.drop(key)
             return seen
         return self.jobs.fresh(key)
+
+    def created_jobs_of(self, namespace: str, owner: str) -> list[JobSummary]:
+        """The fresh Jobs we created for the PruneJob `owner` (the cache may lack them)."""
+        names = self._owned.get((namespace, owner))
+        if not names:
+            return []
+        found = []
+        for name in list(names):
+            job = self.jobs.fresh((namespace, name))
+            if job is None:
+                names.discard(name)  # seen in the cache by now, or expired
+            else:
+                found.append(job)
+        if not names:
+            del self._owned[namespace, owner]
+        return found
+
+    # -- requests (deletions, finalizer removals) -------------------------------------
+
+    def first_request(self, *key: str) -> bool:
+        """True the first time `key` is asked for within the grace period (then do it)."""
+        if self.requests.fresh(key) is not None:
+            return False
+        if len(self.requests) > 4096:  # keys of objects long gone are never asked again
+            self.requests.sweep()
+        self.requests.put(key, True)
+        return True
 
     # -- starts (the concurrency cap) ------------------------------------------------
 

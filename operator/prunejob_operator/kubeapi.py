@@ -10,7 +10,7 @@ after the implementation's own retries. `ListWatch` feeds the reflectors and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -89,6 +89,14 @@ class KubeApi(Protocol):
 
     async def delete_job(self, namespace: str, name: str) -> None:
         """Delete a Job and (in the background) its pods; absent is fine."""
+        ...
+
+    async def remove_pod_finalizer(
+        self, namespace: str, name: str, finalizer: str, *, finalizers: Sequence[str], version: str
+    ) -> bool:
+        """Drop `finalizer` from a pod whose finalizers were `finalizers` at
+        resourceVersion `version` (optimistic concurrency); False when the pod is gone or
+        changed meanwhile (its next watch event asks again)."""
         ...
 
     async def patch_prunejob_status(

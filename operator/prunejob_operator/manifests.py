@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from prunejob_contract import errors, worker
@@ -17,14 +18,25 @@ from prunejob_contract.termination import TERMINATION_LOG
 from prunejob_operator.models import API_VERSION, KIND, PruneJobSpec
 
 LABEL_NAME = "prunejob.io/name"
-LABEL_GENERATION = "prunejob.io/generation"
+LABEL_GENERATION = "prunejob.io/generation"  # the generation that started the run
+LABEL_RUN_KEY = "prunejob.io/run-key"  # runs.run_key of the spec the Job runs
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "prunejob"
+# Kueue's labels on a workload; copied from the PruneJob's labels to its Job.
 LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+LABEL_KUEUE_PRIORITY = "kueue.x-k8s.io/priority-class"
+KUEUE_LABELS = (LABEL_KUEUE_QUEUE, LABEL_KUEUE_PRIORITY)
 # Annotations carry what labels cannot: the full PruneJob name (labels stop at 63
-# characters) and the PruneJob's creation time, the concurrency queue's order.
+# characters), its uid, the PruneJob's creation time (the concurrency queue's order),
+# and on the pods the Job's backoffLimit (read when the Job itself is gone).
 ANNOTATION_OWNER = "prunejob.io/prunejob"
+ANNOTATION_OWNER_UID = "prunejob.io/prunejob-uid"
 ANNOTATION_QUEUED_AT = "prunejob.io/queued-at"
+ANNOTATION_BACKOFF_LIMIT = "prunejob.io/backoff-limit"
+# Held on every worker pod until the operator has recorded the run's result in the
+# PruneJob status (as the Job controller's batch.kubernetes.io/job-tracking): a finished
+# pod and its termination message outlive its Job (TTL, a person, garbage collection).
+RESULT_FINALIZER = "prunejob.io/result"
 
 CONTAINER_NAME = "prune"
 SCRATCH_DIR = "/scratch"
@@ -60,8 +72,14 @@ def label_value(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+$", "", text[:54]) + "-" + _short_hash(text)
 
 
-def worker_args(spec: PruneJobSpec) -> list[str]:
-    """The `prunejob prune` arguments for a spec (never any secret)."""
+def kueue_queue(spec: PruneJobSpec, labels: Mapping[str, str]) -> str | None:
+    """The Kueue LocalQueue of a PruneJob: its queue-name label, else `spec.queueName`."""
+    return labels.get(LABEL_KUEUE_QUEUE) or spec.queue_name or None
+
+
+def worker_args(spec: PruneJobSpec, owner: str | None = None) -> list[str]:
+    """The `prunejob prune` arguments for a spec (never any secret); `owner` (the
+    PruneJob's uid) lets a run replace an output that an earlier run of it wrote."""
     pruning = spec.pruning
     return worker.WorkerCall(
         model=spec.model,
@@ -76,6 +94,7 @@ def worker_args(spec: PruneJobSpec) -> list[str]:
         ),
         target_ratio=pruning.target_ratio,
         overwrite=spec.overwrite,
+        owner=owner,
         s3_endpoint=spec.s3.endpoint,
         termination_log=TERMINATION_LOG,
     ).argv()
@@ -152,23 +171,37 @@ def build_job(
     spec: PruneJobSpec,
     default_image: str,
     suspend: bool,
+    run_key: str,
+    prunejob_labels: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The Job for one generation of a PruneJob.
+    """The Job of the run `run_key` of a PruneJob, started at `generation`.
 
     `suspend`: create it suspended (the operator's concurrency queue unsuspends it);
-    with `spec.queue_name` it is always suspended and Kueue admits it.
+    with a Kueue queue (label or `spec.queueName`) it is always suspended and Kueue
+    admits it. The PruneJob's Kueue labels are copied to the Job.
     """
     labels = {
         LABEL_NAME: label_value(name),
         LABEL_GENERATION: str(generation),
+        LABEL_RUN_KEY: run_key,
         LABEL_MANAGED_BY: MANAGED_BY,
         "app.kubernetes.io/name": "prunejob-worker",
         "app.kubernetes.io/instance": label_value(name),
     }
-    annotations = {ANNOTATION_OWNER: name, ANNOTATION_QUEUED_AT: created_at}
+    annotations = {
+        ANNOTATION_OWNER: name,
+        ANNOTATION_OWNER_UID: uid,
+        ANNOTATION_QUEUED_AT: created_at,
+    }
+    pod_annotations = {**annotations, ANNOTATION_BACKOFF_LIMIT: str(spec.backoff_limit)}
     job_labels = dict(labels)
-    if spec.queue_name:
-        job_labels[LABEL_KUEUE_QUEUE] = spec.queue_name
+    source_labels = prunejob_labels or {}
+    for key in KUEUE_LABELS:
+        if source_labels.get(key):
+            job_labels[key] = source_labels[key]
+    queue = kueue_queue(spec, source_labels)
+    if queue:
+        job_labels[LABEL_KUEUE_QUEUE] = queue
         suspend = True
 
     pod_spec: dict[str, Any] = {
@@ -183,7 +216,7 @@ def build_job(
                 "image": spec.image or default_image,
                 "imagePullPolicy": "IfNotPresent",
                 "command": list(worker.COMMAND),
-                "args": worker_args(spec),
+                "args": worker_args(spec, owner=uid),
                 "env": worker_env(spec),
                 "resources": worker_resources(spec),
                 "securityContext": RESTRICTED_CONTAINER_SECURITY,
@@ -233,7 +266,14 @@ def build_job(
                 {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
             ]
         },
-        "template": {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod_spec},
+        "template": {
+            "metadata": {
+                "labels": labels,
+                "annotations": pod_annotations,
+                "finalizers": [RESULT_FINALIZER],
+            },
+            "spec": pod_spec,
+        },
     }
     if spec.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds

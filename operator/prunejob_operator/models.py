@@ -165,12 +165,26 @@ class PruneJobSpec(ApiModel):
         default=None,
         max_length=63,
         pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
-        description="Kueue LocalQueue: the Job is created suspended and Kueue admits it.",
+        description="Kueue LocalQueue (an alias for the kueue.x-k8s.io/queue-name label): "
+        "the Job is created suspended and Kueue admits it.",
+    )
+    suspend: bool = Field(
+        default=False,
+        description="Hold the run: no pod is created, a running pod is stopped; false resumes.",
+    )
+    run_id: str | None = Field(
+        default=None,
+        max_length=253,
+        description="Any string; changing it starts a new run with the same settings.",
     )
 
 
-Phase = Literal["Pending", "Running", "Succeeded", "Failed"]
-PHASES: tuple[Phase, ...] = ("Pending", "Running", "Succeeded", "Failed")
+Phase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed"]
+PHASES: tuple[Phase, ...] = ("Pending", "Running", "Suspended", "Succeeded", "Failed")
+TERMINAL_PHASES: tuple[Phase, ...] = ("Succeeded", "Failed")
+# status.layers holds at most this many layers (status.layersTruncated says when it was
+# cut); the report object at status.reportUri always lists them all.
+MAX_STATUS_LAYERS = 256
 
 
 class Condition(ApiModel):
@@ -201,8 +215,16 @@ class OutputRef(ApiModel):
     bytes: int | None = None
 
 
+class RunRef(ApiModel):
+    """The run the status describes: its key, its Job, and the generation that began it."""
+
+    key: str = Field(description="Hash of the result-defining spec fields (the run key).")
+    job_name: str = Field(description="The run's Job.")
+    generation: int = Field(description="The PruneJob generation that started the run.")
+
+
 class PruneJobStatus(ApiModel):
-    """What the operator observed for generation `observedGeneration`."""
+    """The current run's state; `observedGeneration` is the last generation processed."""
 
     phase: Phase | None = None
     conditions: list[Condition] = Field(
@@ -213,6 +235,7 @@ class PruneJobStatus(ApiModel):
         },
     )
     observed_generation: int | None = None
+    run: RunRef | None = None
     job_name: str | None = None
     start_time: str | None = None
     completion_time: str | None = None
@@ -225,7 +248,14 @@ class PruneJobStatus(ApiModel):
     params: BeforeAfter | None = None
     flops: BeforeAfter | None = None
     pruning_ratio: float | None = None
-    layers: list[LayerCount] = Field(default_factory=list)
+    layers: list[LayerCount] = Field(default_factory=list, max_length=MAX_STATUS_LAYERS)
+    layers_truncated: bool | None = Field(
+        default=None,
+        description=f"True when status.layers was cut (at most {MAX_STATUS_LAYERS}); "
+        "the report object lists every layer.",
+    )
+    attempts: int | None = Field(default=None, description="Pods created for the run.")
+    failed_attempts: int | None = Field(default=None, description="Pods of the run that failed.")
     output: OutputRef | None = None
     report_uri: str | None = None
 

@@ -1,13 +1,16 @@
 """The concurrency cap: which PruneJobs may run now. Pure.
 
 With `max_running_jobs` > 0 at most that many worker Jobs run at once; the other
-PruneJobs wait (status Pending/Queued) in order of creation: (creationTimestamp,
-namespace, name) — timestamps have one-second resolution, names break ties. A
-waiting PruneJob's Job is created suspended and unsuspended when its turn comes;
-a PruneJob whose turn it already is gets its Job created running. The state lives
-in the Jobs (`spec.suspend`) and the PruneJobs, so a restarted operator resumes
-the queue as it was. Kueue-managed PruneJobs (`queueName`) are never counted or
-touched: Kueue admits them.
+PruneJobs wait (status Pending/Queued) by priority, then in order of creation:
+(-priority, creationTimestamp, namespace, name). The priority is the value of the
+PriorityClass `spec.priorityClassName` names; none, or one that does not exist, counts
+as the globalDefault class's value (0 without one), as for pods. Timestamps have
+one-second resolution, names break ties. A waiting PruneJob's Job is created suspended
+and unsuspended when its turn comes; a PruneJob whose turn it already is gets its Job
+created running. A running Job is never stopped for a higher priority one (no
+preemption). The state lives in the Jobs (`spec.suspend`) and the PruneJobs, so a
+restarted operator resumes the queue as it was. Kueue-managed PruneJobs (queue label
+or `queueName`) and suspended ones (`spec.suspend`) are never counted or started.
 """
 
 from __future__ import annotations
@@ -15,9 +18,27 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from prunejob_operator.records import JobSummary
+from prunejob_operator.records import JobSummary, PriorityClassSummary
 
-Order = tuple[str, str, str]
+Order = tuple[int, str, str, str]  # (-priority, creationTimestamp, namespace, name)
+
+
+def priority_of(name: str | None, classes: Iterable[PriorityClassSummary]) -> int:
+    """The value of PriorityClass `name`; of the globalDefault one when `name` is empty
+    or unknown (the lowest, if several: as the Priority admission plugin picks); 0
+    without either."""
+    default: int | None = None
+    for item in classes:
+        if name and item.name == name:
+            return item.value
+        if item.global_default:
+            default = item.value if default is None else min(default, item.value)
+    return default or 0
+
+
+def order_of(priority: int, created: str, namespace: str, name: str) -> Order:
+    """Where a PruneJob waits: higher priorities first, then first come, first served."""
+    return (-priority, created, namespace, name)
 
 
 def is_running(job: JobSummary) -> bool:
@@ -33,7 +54,7 @@ def is_queued(job: JobSummary) -> bool:
 class Waiting:
     """A PruneJob whose current generation has not started: no Job yet, or a queued one."""
 
-    order: Order  # (creationTimestamp, namespace, name) of the PruneJob
+    order: Order  # order_of(...) of the PruneJob
     job: JobSummary | None = None
 
 
@@ -55,7 +76,7 @@ def count_running(
 
 
 def turn_has_come(waiting: Iterable[Waiting], running: int, max_running_jobs: int) -> list[Waiting]:
-    """The waiting PruneJobs that may start now, oldest first (all of them without a cap)."""
+    """The waiting PruneJobs that may start now, in queue order (all without a cap)."""
     ordered = sorted(waiting, key=lambda item: item.order)
     if max_running_jobs <= 0:
         return ordered

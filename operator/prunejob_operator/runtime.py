@@ -34,7 +34,14 @@ from prunejob_operator.kubeapi import ApiError
 from prunejob_operator.leader import LeaderElector
 from prunejob_operator.metrics import Metrics
 from prunejob_operator.reconciler import Reconciler
-from prunejob_operator.records import job_of_pod, owner_of, record_of, summarize_job, summarize_pod
+from prunejob_operator.records import (
+    job_of_pod,
+    owner_of,
+    record_of,
+    summarize_job,
+    summarize_pod,
+    summarize_priority_class,
+)
 from prunejob_operator.reflector import Reflector
 from prunejob_operator.settings import OperatorConfig
 
@@ -266,7 +273,7 @@ class Operator:
         ]
         if config.max_running_jobs > 0:  # only the built-in queue orders by priority
             informer = self._informer(
-                "priorityclasses", cache.priority_class_entries, self._on_priority_class
+                "priorityclasses", _file_priority_class, self._on_priority_class
             )
             where = "/apis/scheduling.k8s.io/v1/priorityclasses"
             reflectors.append(
@@ -510,3 +517,7 @@ def _file_pod(body: Body) -> Mapping[Hashable, Any] | None:
         return None
     namespace = str((body.get("metadata") or {}).get("namespace") or "")
     return cache.pod_entries(namespace, job_name, summarize_pod(body))
+
+
+def _file_priority_class(body: Body) -> Mapping[Hashable, Any]:
+    return cache.priority_class_entries(summarize_priority_class(body))

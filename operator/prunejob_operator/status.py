@@ -1,18 +1,25 @@
-"""Job + Pods state -> PruneJob status, conditions, reason codes and Events. Pure.
+"""A run's Job + Pods -> PruneJob status, conditions, reason codes and Events. Pure.
 
-From the slim summaries of a Job and its Pods (`records.JobSummary`,
+From the slim summaries of a run's Job and Pods (`records.JobSummary`,
 `records.PodSummary`), `derive()` turns them into an `Observation` (phase, reason, message,
-results), and `build_status()` folds that into the previous status so a condition's
-`lastTransitionTime` only moves when the condition really changes.
+results, attempt counts), and `build_status()` folds that into the previous status so a
+condition's `lastTransitionTime` only moves when the condition really changes. A run's
+pods outlive its Job (the result finalizer), so `result_of_pods()` reads the result from
+the pods alone when the Job is gone.
 
 Reason codes (status.reason, the conditions' reason, Event reason):
 - Pending: Creating, Queued, Starting, SecretNotFound, ImagePullBackOff, Unschedulable
 - Running: Running, Retrying, Failing (the worker failed for good; the Job follows),
   Finishing
+- Suspended: Suspended (spec.suspend)
 - Succeeded: Succeeded
 - Failed: the worker's reason (prunejob_contract.errors: ModelNotFound, DecryptionFailed,
   UnsupportedLayer, AccessDenied, ...), DeadlineExceeded, BackoffLimitExceeded,
   InvalidSpec, JobFailed (the Job failed for a reason we cannot attribute).
+
+Conditions: kstatus' Ready (True on success), Reconciling (True while Pending/Running)
+and Stalled (True on failure), and the Job's Complete, Failed and Suspended, so that
+`kubectl wait --for=condition=Complete` works as for a Job.
 """
 
 from __future__ import annotations
@@ -24,12 +31,15 @@ from typing import Any
 from prunejob_contract.errors import PERMANENT_REASONS
 from prunejob_contract.termination import decode_message
 from prunejob_operator.models import (
+    MAX_STATUS_LAYERS,
+    TERMINAL_PHASES,
     BeforeAfter,
     Condition,
     LayerCount,
     OutputRef,
     Phase,
     PruneJobStatus,
+    RunRef,
 )
 from prunejob_operator.records import JobSummary, PodSummary
 
@@ -42,7 +52,8 @@ IMAGE_PULL_REASONS = frozenset(
 
 @dataclass(frozen=True)
 class Observation:
-    """The phase/reason/message/results for one generation, before conditions."""
+    """The phase/reason/message/results of the current run, before conditions;
+    `generation` is the PruneJob generation observed."""
 
     phase: Phase
     reason: str
@@ -52,6 +63,13 @@ class Observation:
     start_time: str | None = None
     completion_time: str | None = None
     results: dict[str, Any] = field(default_factory=dict)  # status fields from the worker
+    run: RunRef | None = None
+    attempts: int | None = None
+    failed_attempts: int | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.phase in TERMINAL_PHASES
 
 
 def _latest(pods: list[PodSummary]) -> PodSummary | None:
@@ -109,12 +127,76 @@ def results_from_message(text: str) -> dict[str, Any]:
         results["filters_summary"] = f"{filters.before} -> {filters.after}"
     if data.get("pruningRatio") is not None:
         results["pruning_ratio"] = float(data["pruningRatio"])
-    results["layers"] = [LayerCount(**layer) for layer in data.get("layers", [])]
+    layers = data.get("layers", [])
+    results["layers"] = [LayerCount(**layer) for layer in layers[:MAX_STATUS_LAYERS]]
+    if len(layers) > MAX_STATUS_LAYERS or data.get("layersOmitted"):
+        results["layers_truncated"] = True  # the report object (reportUri) has them all
     if isinstance(data.get("output"), dict) and data["output"].get("uri"):
         results["output"] = OutputRef(**data["output"])
     if data.get("reportUri"):
         results["report_uri"] = str(data["reportUri"])
     return results
+
+
+def _success(base: Observation, job: JobSummary | None, pod: PodSummary) -> Observation:
+    results = results_from_message(pod.termination_message)
+    message = "pruned" if results else "succeeded; the worker left no result message"
+    if "filters_summary" in results:
+        message = f"pruned filters {results['filters_summary']}"
+        if "pruning_ratio" in results:
+            message += f", params ratio {results['pruning_ratio']:.4f}"
+    return dataclasses.replace(
+        base,
+        phase="Succeeded",
+        reason="Succeeded",
+        message=message,
+        start_time=(job.start_time if job else None) or pod.start_time,
+        completion_time=(job.completion_time if job else None) or pod.finished_at,
+        results=results,
+    )
+
+
+def _failed_count(job: JobSummary | None, pods: list[PodSummary]) -> int:
+    failed = sum(1 for pod in pods if pod.phase == "Failed")
+    return job.failed_pods if job is not None else failed
+
+
+def attempts(job: JobSummary | None, pods: list[PodSummary]) -> tuple[int, int]:
+    """(pods created, pods failed) for the run: the Job's counts while it exists (it
+    does not count pods it deleted on suspend, or evictions), else its pods'."""
+    created = len(pods)
+    if job is not None:
+        created = max(created, job.active_pods + job.succeeded_pods + job.failed_pods)
+    return created, _failed_count(job, pods)
+
+
+def result_of_pods(
+    base: Observation, pods: list[PodSummary], backoff_limit: int
+) -> Observation | None:
+    """The run's end read from its pods alone (its Job is gone): a succeeded pod, a
+    failure no retry fixes, or more failures than the backoff limit; None when the
+    pods do not say that the run ended."""
+    succeeded = _latest([pod for pod in pods if pod.phase == "Succeeded"])
+    if succeeded is not None:
+        return _success(base, None, succeeded)
+    failed = [pod for pod in pods if pod.phase == "Failed"]
+    last_failed = _latest(failed)
+    if last_failed is None:
+        return None
+    finished = {"completion_time": last_failed.finished_at}
+    worker = _worker_failure(last_failed)
+    if worker is not None and worker[0] in PERMANENT_REASONS:
+        return dataclasses.replace(
+            base, phase="Failed", reason=worker[0], message=worker[1], **finished
+        )
+    limits = [pod.backoff_limit for pod in pods if pod.backoff_limit is not None]
+    limit = max(limits) if limits else backoff_limit
+    if len(failed) > limit:
+        message = f"{len(failed)} attempt(s) failed; last: {_pod_failure_text(last_failed)}"
+        return dataclasses.replace(
+            base, phase="Failed", reason="BackoffLimitExceeded", message=message, **finished
+        )
+    return None
 
 
 def derive(
@@ -124,40 +206,55 @@ def derive(
     job: JobSummary | None,
     pods: list[PodSummary],
     max_running_jobs: int = 0,
+    suspended: bool = False,
+    backoff_limit: int = 6,
+    run: RunRef | None = None,
 ) -> Observation:
-    """What the status should say about `generation`, given its Job and Pods."""
-    base = Observation(phase="Pending", reason="Creating", message="", generation=generation)
+    """What the status should say about the current run (Job `job_name`, started at
+    generation `run.generation`) at PruneJob generation `generation`, given its Job and
+    Pods; `suspended` is spec.suspend."""
+    created, failed = attempts(job, pods)
+    base = Observation(
+        phase="Pending",
+        reason="Creating",
+        message="",
+        generation=generation,
+        job_name=job_name,
+        run=run,
+        attempts=created,
+        failed_attempts=failed,
+    )
+    held = dataclasses.replace(
+        base,
+        phase="Suspended",
+        reason="Suspended",
+        message="spec.suspend is true: no pod runs until it is false",
+    )
     if job is None:
-        return dataclasses.replace(base, message=f"creating Job {job_name}", job_name=job_name)
+        ended = result_of_pods(base, pods, backoff_limit)
+        if ended is not None:
+            return ended
+        if suspended:
+            return held
+        return dataclasses.replace(base, message=f"creating Job {job_name}")
     base = dataclasses.replace(base, job_name=job.name, start_time=job.start_time)
+    held = dataclasses.replace(held, job_name=job.name)
     latest = _latest(pods)
+    succeeded = _latest([pod for pod in pods if pod.phase == "Succeeded"])
+
+    if succeeded is not None and not job.failed:
+        # One pod succeeding completes the Job (completions: 1), whether or not the Job's
+        # Complete condition has arrived yet.
+        return _success(base, job, succeeded)
 
     if job.complete:
-        succeeded = [pod for pod in pods if pod.phase == "Succeeded"]
-        pod = _latest(succeeded)
-        if pod is None:
-            # The Job and Pod watches are not ordered: the pod (with the result) may
-            # arrive after the Job's Complete. Report success only with its result.
-            return dataclasses.replace(
-                base,
-                phase="Running",
-                reason="Finishing",
-                message="the Job completed; waiting for its pod's result",
-            )
-        results = results_from_message(pod.termination_message) if pod else {}
-        message = "pruned" if results else "succeeded; the worker left no result message"
-        if "filters_summary" in results:
-            message = f"pruned filters {results['filters_summary']}"
-            if "pruning_ratio" in results:
-                message += f", params ratio {results['pruning_ratio']:.4f}"
+        # The Job and Pod watches are not ordered: the pod (with the result) may arrive
+        # after the Job's Complete. Report success only with its result.
         return dataclasses.replace(
             base,
-            phase="Succeeded",
-            reason="Succeeded",
-            message=message,
-            start_time=job.start_time or (pod.start_time if pod else None),
-            completion_time=job.completion_time or (pod.finished_at if pod else None),
-            results=results,
+            phase="Running",
+            reason="Finishing",
+            message="the Job completed; waiting for its pod's result",
         )
 
     if job.failed:
@@ -176,8 +273,8 @@ def derive(
                 base, phase="Failed", reason=worker[0], message=worker[1], **finished
             )
         if job.failed_reason == "BackoffLimitExceeded":
-            attempts = max(job.failed_pods, len(failed_pods))
-            message = f"{attempts} attempt(s) failed"
+            count = max(job.failed_pods, len(failed_pods))
+            message = f"{count} attempt(s) failed"
             if last_failed:
                 message += f"; last: {_pod_failure_text(last_failed)}"
             return dataclasses.replace(
@@ -191,6 +288,9 @@ def derive(
         return dataclasses.replace(
             base, phase="Failed", reason="JobFailed", message=message, **finished
         )
+
+    if suspended:
+        return held
 
     if job.suspended:
         if job.kueue:
@@ -237,14 +337,13 @@ def derive(
                 reason="Failing",
                 message=f"the worker failed, no retry: {worker[0]}: {worker[1]}",
             )
-        attempts = sum(1 for pod in pods if pod.phase == "Failed")
-        if attempts > job.backoff_limit:
+        count = sum(1 for pod in pods if pod.phase == "Failed")
+        if count > job.backoff_limit:
             return dataclasses.replace(
                 base,
                 phase="Running",
                 reason="Failing",
-                message=f"{attempts} attempt(s) failed, no retries left: "
-                f"{_pod_failure_text(latest)}",
+                message=f"{count} attempt(s) failed, no retries left: {_pod_failure_text(latest)}",
             )
         return dataclasses.replace(
             base,
@@ -283,49 +382,83 @@ def _condition(
     )
 
 
+CONDITION_TYPES: tuple[str, ...] = (
+    "Ready",
+    "Reconciling",
+    "Stalled",
+    "Complete",
+    "Failed",
+    "Suspended",
+)
+
+
+def _condition_states(phase: Phase) -> dict[str, bool]:
+    return {
+        "Ready": phase == "Succeeded",
+        "Reconciling": phase in ("Pending", "Running"),
+        "Stalled": phase == "Failed",
+        "Complete": phase == "Succeeded",
+        "Failed": phase == "Failed",
+        "Suspended": phase == "Suspended",
+    }
+
+
 def build_status(previous: PruneJobStatus, observed: Observation, now: str) -> PruneJobStatus:
     """The full new status. kstatus reads Ready/Reconciling/Stalled: in progress while
-    Pending/Running, Ready on success, Stalled on failure."""
-    terminal = observed.phase in ("Succeeded", "Failed")
+    Pending/Running, Ready on success, Stalled on failure; Complete/Failed/Suspended
+    are the Job's conditions."""
     message = observed.message[:1024]
-    common = {"message": message, "generation": observed.generation, "now": now}
     conditions = [
         _condition(
             previous.conditions,
-            type_="Ready",
-            status=observed.phase == "Succeeded",
+            type_=type_,
+            status=state,
             reason=observed.reason,
-            **common,
-        ),
-        _condition(
-            previous.conditions,
-            type_="Reconciling",
-            status=not terminal,
-            reason=observed.reason,
-            **common,
-        ),
-        _condition(
-            previous.conditions,
-            type_="Stalled",
-            status=observed.phase == "Failed",
-            reason=observed.reason,
-            **common,
-        ),
+            message=message,
+            generation=observed.generation,
+            now=now,
+        )
+        for type_, state in _condition_states(observed.phase).items()
     ]
-    # Keep the previous start time of this generation when the Job does not say.
-    same_run = previous.observed_generation == observed.generation
+    # Within one run, keep what the Job or pods no longer say (a start time, the
+    # attempts of pods that are gone).
+    same_run = (
+        previous.run is not None
+        and observed.run is not None
+        and previous.run.key == observed.run.key
+    )
     start_time = observed.start_time or (previous.start_time if same_run else None)
+    created, failed = observed.attempts, observed.failed_attempts
+    if same_run:
+        created = _most(created, previous.attempts)
+        failed = _most(failed, previous.failed_attempts)
     return PruneJobStatus(
         phase=observed.phase,
         conditions=conditions,
         observed_generation=observed.generation,
+        run=observed.run,
         job_name=observed.job_name,
         start_time=start_time,
         completion_time=observed.completion_time,
         reason=observed.reason,
         message=message,
+        attempts=created,
+        failed_attempts=failed,
         **observed.results,
     )
+
+
+def _most(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def observe_generation(previous: PruneJobStatus, generation: int) -> PruneJobStatus:
+    """A recorded run's status, unchanged but for the generation observed (an edit of
+    operational fields only: kstatus must see it observed)."""
+    conditions = [
+        c.model_copy(update={"observed_generation": generation}) for c in previous.conditions
+    ]
+    return previous.model_copy(update={"observed_generation": generation, "conditions": conditions})
 
 
 @dataclass(frozen=True)
@@ -335,12 +468,16 @@ class EventSpec:
     message: str
 
 
+def _run_key(status: PruneJobStatus) -> str | None:
+    return status.run.key if status.run is not None else None
+
+
 def transition_event(previous: PruneJobStatus, new: PruneJobStatus) -> EventSpec | None:
-    """The Event to post when the phase or reason changed; None otherwise."""
-    if (previous.phase, previous.reason, previous.observed_generation) == (
+    """The Event to post when the phase, the reason or the run changed; None otherwise."""
+    if (previous.phase, previous.reason, _run_key(previous)) == (
         new.phase,
         new.reason,
-        new.observed_generation,
+        _run_key(new),
     ):
         return None
     reason = new.reason or "Unknown"

@@ -11,7 +11,13 @@ from prunejob_contract.errors import EXIT_CODES
 from prunejob_operator import manifests, models
 
 
-def build(spec: dict[str, Any], *, name: str = "resnet", suspend: bool = False) -> dict[str, Any]:
+def build(
+    spec: dict[str, Any],
+    *,
+    name: str = "resnet",
+    suspend: bool = False,
+    labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
     return manifests.build_job(
         name=name,
         namespace="ml",
@@ -23,6 +29,8 @@ def build(spec: dict[str, Any], *, name: str = "resnet", suspend: bool = False) 
         ),
         default_image="worker:1",
         suspend=suspend,
+        run_key="0123456789abcdef",
+        prunejob_labels=labels,
     )
 
 
@@ -55,7 +63,24 @@ def test_owner_reference_and_labels() -> None:
     for labels in (metadata["labels"], job["spec"]["template"]["metadata"]["labels"]):
         assert labels["prunejob.io/name"] == "resnet"
         assert labels["prunejob.io/generation"] == "3"
+        assert labels["prunejob.io/run-key"] == "0123456789abcdef"
         assert labels["app.kubernetes.io/managed-by"] == "prunejob"
+    template = job["spec"]["template"]["metadata"]
+    for notes in (metadata["annotations"], template["annotations"]):
+        assert notes["prunejob.io/prunejob"] == "resnet"
+        assert notes["prunejob.io/prunejob-uid"] == "uid-1"
+    assert template["annotations"]["prunejob.io/backoff-limit"] == "2"
+
+
+def test_pods_hold_the_result_finalizer() -> None:
+    template = build({})["spec"]["template"]["metadata"]
+    assert template["finalizers"] == ["prunejob.io/result"] == [manifests.RESULT_FINALIZER]
+
+
+def test_the_worker_may_replace_the_prunejobs_own_output() -> None:
+    args = container(build({}))["args"]
+    assert args[args.index("--owner") + 1] == "uid-1"
+    assert "--overwrite" not in args
 
 
 def test_worker_command_and_flags() -> None:
@@ -178,6 +203,32 @@ def test_kueue_jobs_are_suspended_with_the_queue_label() -> None:
     job = build({"queueName": "gpu-queue"}, suspend=False)
     assert job["spec"]["suspend"] is True
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
+
+
+@pytest.mark.parametrize(
+    ("spec", "labels", "queue", "priority"),
+    [
+        ({}, {"kueue.x-k8s.io/queue-name": "team-a"}, "team-a", None),
+        (
+            {},
+            {"kueue.x-k8s.io/queue-name": "team-a", "kueue.x-k8s.io/priority-class": "urgent"},
+            "team-a",
+            "urgent",
+        ),
+        ({"queueName": "alias"}, {"kueue.x-k8s.io/priority-class": "low"}, "alias", "low"),
+        ({"queueName": "alias"}, {"kueue.x-k8s.io/queue-name": "label"}, "label", None),
+        ({}, {"kueue.x-k8s.io/priority-class": "urgent"}, None, "urgent"),
+    ],
+)
+def test_kueue_labels_of_the_prunejob_are_copied_to_the_job(
+    spec: dict, labels: dict, queue: str | None, priority: str | None
+) -> None:
+    job = build(spec, labels={**labels, "team": "not-copied"})
+    job_labels = job["metadata"]["labels"]
+    assert job_labels.get("kueue.x-k8s.io/queue-name") == queue
+    assert job_labels.get("kueue.x-k8s.io/priority-class") == priority
+    assert "team" not in job_labels
+    assert job["spec"]["suspend"] is (queue is not None)  # Kueue admits it
 
 
 def test_permanent_worker_errors_fail_the_job_at_once() -> None:

@@ -143,3 +143,12 @@ def test_module_command_prints_the_crd() -> None:
         [sys.executable, "-m", "prunejob_operator.crd"], capture_output=True, text=True, check=True
     )
     assert done.stdout == crd.render_crd()
+
+
+def test_every_example_is_a_valid_prunejob() -> None:
+    examples = sorted((crd.CRD_PATH.parents[1] / "deploy" / "examples").glob("prunejob*.yaml"))
+    assert len(examples) >= 3
+    for path in examples:
+        document = yaml.safe_load(path.read_text())
+        assert document["apiVersion"] == models.API_VERSION and document["kind"] == models.KIND
+        models.parse_spec(document["spec"])

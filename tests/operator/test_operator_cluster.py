@@ -126,7 +126,22 @@ def test_job_for_the_prunejob_and_status_through_success(kube: Kube, operator) -
     assert status["pruningRatio"] == 0.6
     assert status["output"] == {"uri": "s3://models/resnet.keras"}
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
-    assert conditions == {"Ready": "True", "Reconciling": "False", "Stalled": "False"}
+    assert conditions == {
+        "Ready": "True",
+        "Reconciling": "False",
+        "Stalled": "False",
+        "Complete": "True",
+        "Failed": "False",
+        "Suspended": "False",
+    }
+    assert status["run"] == {
+        "key": job["metadata"]["labels"]["prunejob.io/run-key"],
+        "jobName": "resnet-g1",
+        "generation": 1,
+    }
+    # This test's Job controller made two pods (one ran, one succeeded), neither failed.
+    assert status["attempts"] == len(kube.items(PODS, selector="job-name=resnet-g1")) == 2
+    assert status["failedAttempts"] == 0
     reasons = {e["reason"] for e in kube.items(EVENTS) if e["involvedObject"]["name"] == "resnet"}
     assert {"JobCreated", "Running", "Succeeded"} <= reasons
 
@@ -153,8 +168,8 @@ def test_identical_reapply_does_nothing_and_a_spec_change_makes_a_new_job(
     assert "0.3" in second["spec"]["template"]["spec"]["containers"][0]["args"]
     status = status_is(kube, "mobilenet", "Pending", "Starting")
     assert status["observedGeneration"] == 2 and status["jobName"] == "mobilenet-g2"
-    # the old run is left to finish (it was already running)
-    assert kube.get(JOBS, "mobilenet-g1")["spec"]["suspend"] is False
+    # The old run was stopped (its Job deleted, its pod with it) before the new one began.
+    assert [j["metadata"]["name"] for j in jobs_of(kube, "mobilenet")] == ["mobilenet-g2"]
 
 
 def test_delete_removes_jobs_and_pods(kube: Kube, operator) -> None:

@@ -196,8 +196,17 @@ def test_happy_path_prunes_and_reports_per_layer_counts(world: World, launched: 
     assert kept_filters(plain) == world.expected_kept
 
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
-    assert conditions == {"Ready": "True", "Reconciling": "False", "Stalled": "False"}
+    assert conditions == {
+        "Ready": "True",
+        "Reconciling": "False",
+        "Stalled": "False",
+        "Complete": "True",
+        "Failed": "False",
+        "Suspended": "False",
+    }
     assert status["observedGeneration"] == 1 and status["jobName"] == "happy-g1"
+    assert status["run"]["jobName"] == "happy-g1" and status["run"]["generation"] == 1
+    assert (status["attempts"], status["failedAttempts"]) == (1, 0)
     assert status["startTime"] and status["completionTime"]
     reasons = event_reasons(kube, "happy")
     assert {"JobCreated", "Succeeded"} <= set(reasons) and reasons["Succeeded"] == "Normal"

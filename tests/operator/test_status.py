@@ -10,7 +10,14 @@ from prunejob_contract import errors
 from prunejob_contract.termination import failure_message, success_message
 from prunejob_operator import models
 from prunejob_operator.records import summarize_job, summarize_pod
-from prunejob_operator.status import build_status, derive, invalid_spec, transition_event
+from prunejob_operator.status import (
+    Observation,
+    build_status,
+    derive,
+    invalid_spec,
+    observe_generation,
+    transition_event,
+)
 
 REPORT = {
     "params": {"before": 1000, "after": 600},
@@ -68,13 +75,27 @@ def terminated(code: int, message: str, reason: str = "Error") -> dict:
     return {"terminated": {"exitCode": code, "reason": reason, "message": message}}
 
 
-def observe(job: dict | None, pods: list[dict] = (), cap: int = 0):  # type: ignore[assignment]
+RUN = models.RunRef(key="k1", job_name="pj-g2", generation=2)
+
+
+def observe(
+    job: dict | None,
+    pods: list[dict] = (),  # type: ignore[assignment]
+    cap: int = 0,
+    *,
+    suspended: bool = False,
+    backoff_limit: int = 2,
+    generation: int = 2,
+) -> Observation:
     return derive(
-        generation=2,
+        generation=generation,
         job_name="pj-g2",
         job=summarize_job(job) if job else None,
         pods=[summarize_pod(pod) for pod in pods],
         max_running_jobs=cap,
+        suspended=suspended,
+        backoff_limit=backoff_limit,
+        run=RUN,
     )
 
 
@@ -122,17 +143,43 @@ def test_success_carries_the_counts_from_the_termination_message() -> None:
     assert status.completion_time == "2025-01-01T00:09:00Z"
     assert status.observed_generation == 2 and status.job_name == "pj-g2"
     ready = {c.type: c.status for c in status.conditions}
-    assert ready == {"Ready": "True", "Reconciling": "False", "Stalled": "False"}
+    assert ready == {
+        "Ready": "True",
+        "Reconciling": "False",
+        "Stalled": "False",
+        "Complete": "True",
+        "Failed": "False",
+        "Suspended": "False",
+    }
 
 
-def test_compressed_layers_are_decoded() -> None:
+def succeeded_with(layer_count: int) -> Observation:
+    layers = [{"name": f"conv_{i}", "before": 64, "after": 32} for i in range(layer_count)]
+    message = success_message({**REPORT, "layers": layers}, output=OUTPUT)
+    job = job_body(conditions=[condition("Complete")])
+    return observe(job, [pod_body(phase="Succeeded", state=terminated(0, message, "Completed"))])
+
+
+def test_compressed_layers_are_decoded_and_the_status_list_is_bounded() -> None:
     layers = [{"name": f"conv_{i}", "before": 64, "after": 32} for i in range(300)]
-    report = {**REPORT, "layers": layers}
-    message = success_message(report, output=OUTPUT)
-    assert "layersZ" in message  # too long in plain: this exercises the compressed form
+    assert "layersZ" in success_message({**REPORT, "layers": layers}, output=OUTPUT)
+    seen = succeeded_with(300)  # compressed in the message, cut in the status
+    status = build_status(models.PruneJobStatus(), seen, "t1")
+    assert len(status.layers) == models.MAX_STATUS_LAYERS == 256
+    assert [layer.name for layer in status.layers[:2]] == ["conv_0", "conv_1"]
+    assert status.layers_truncated is True
+    exactly = build_status(models.PruneJobStatus(), succeeded_with(256), "t1")
+    assert len(exactly.layers) == 256 and exactly.layers_truncated is None
+
+
+def test_layers_omitted_from_the_message_are_flagged_as_truncated() -> None:
+    layers = [{"name": f"layer-{i:05d}-{'x' * 40}", "before": 64, "after": 32} for i in range(4000)]
+    message = success_message({**REPORT, "layers": layers}, output=OUTPUT)
+    assert "layersOmitted" in message
     job = job_body(conditions=[condition("Complete")])
     seen = observe(job, [pod_body(phase="Succeeded", state=terminated(0, message, "Completed"))])
-    assert len(seen.results["layers"]) == 300
+    status = build_status(models.PruneJobStatus(), seen, "t1")
+    assert status.layers == [] and status.layers_truncated is True
 
 
 @pytest.mark.parametrize(
@@ -272,7 +319,7 @@ def test_conditions_keep_their_transition_time() -> None:
     running = observe(job_body(active=1), [pod_body(phase="Running", state={"running": {}})])
     third = build_status(second, running, "t3")
     times = {c.type: c.last_transition_time for c in third.conditions}
-    assert times == {"Ready": "t1", "Reconciling": "t1", "Stalled": "t1"}  # statuses unchanged
+    assert set(times.values()) == {"t1"}  # every condition kept its status
     assert third.reason == "Running"
 
 
@@ -302,3 +349,129 @@ def test_events_on_transitions_only() -> None:
 def test_complete_job_waits_for_the_pod_result() -> None:
     seen = observe(job_body(conditions=[condition("Complete")]), [])
     assert (seen.phase, seen.reason) == ("Running", "Finishing")
+
+
+# -- runs, suspend, lost Jobs, attempt counts ------------------------------------------
+
+
+def success_pod(name: str = "pj-g2-abcde") -> dict:
+    message = success_message(REPORT, output=OUTPUT)
+    return pod_body(name, phase="Succeeded", state=terminated(0, message, "Completed"))
+
+
+def failed_pod(name: str, reason: str, exit_code: int, created: str = "T1") -> dict:
+    message = failure_message(reason, f"{reason} happened")
+    return pod_body(name, phase="Failed", state=terminated(exit_code, message), created=created)
+
+
+def test_a_succeeded_pod_is_success_before_the_jobs_complete_condition() -> None:
+    seen = observe(job_body(active=0), [success_pod()])
+    assert (seen.phase, seen.reason) == ("Succeeded", "Succeeded")
+    assert seen.results["filters_summary"] == "96 -> 64"
+
+
+@pytest.mark.parametrize(
+    ("pods", "phase", "reason"),
+    [
+        ([success_pod()], "Succeeded", "Succeeded"),
+        ([failed_pod("a", "ModelNotFound", 3)], "Failed", "ModelNotFound"),
+        (
+            [failed_pod(f"p{i}", "EndpointUnreachable", 10, created=f"T{i}") for i in range(3)],
+            "Failed",
+            "BackoffLimitExceeded",
+        ),
+        ([failed_pod("a", "EndpointUnreachable", 10)], "Pending", "Creating"),  # unfinished
+        ([], "Pending", "Creating"),
+    ],
+    ids=["success", "permanent-failure", "backoff-exhausted", "retries-left", "no-pods"],
+)
+def test_without_its_job_the_result_is_read_from_the_pods(
+    pods: list[dict], phase: str, reason: str
+) -> None:
+    seen = observe(None, pods, backoff_limit=2)
+    assert (seen.phase, seen.reason) == (phase, reason)
+
+
+def test_the_pods_backoff_annotation_wins_over_the_spec() -> None:
+    pods = [failed_pod(f"p{i}", "EndpointUnreachable", 10, created=f"T{i}") for i in range(2)]
+    for pod in pods:
+        pod["metadata"]["annotations"] = {"prunejob.io/backoff-limit": "1"}
+    assert observe(None, pods, backoff_limit=5).reason == "BackoffLimitExceeded"
+
+
+def test_suspended_runs_hold_until_resumed() -> None:
+    for job in (None, job_body(suspend=True), job_body(active=1)):
+        seen = observe(job, suspended=True)
+        assert (seen.phase, seen.reason) == ("Suspended", "Suspended")
+    status = build_status(models.PruneJobStatus(), observe(None, suspended=True), "t1")
+    conditions = {c.type: (c.status, c.reason) for c in status.conditions}
+    assert conditions["Suspended"] == ("True", "Suspended")
+    assert conditions["Reconciling"][0] == conditions["Ready"][0] == "False"
+    # A run that ended before the suspend keeps its result.
+    finished = observe(
+        job_body(conditions=[condition("Complete")]), [success_pod()], suspended=True
+    )
+    assert finished.phase == "Succeeded"
+
+
+def test_job_style_conditions_for_kubectl_wait() -> None:
+    done = build_status(models.PruneJobStatus(), observe(job_body(), [success_pod()]), "t1")
+    failed = build_status(
+        models.PruneJobStatus(),
+        observe(job_body(conditions=[condition("Failed", "DeadlineExceeded")])),
+        "t1",
+    )
+    for status, true_ones in ((done, {"Ready", "Complete"}), (failed, {"Stalled", "Failed"})):
+        assert {c.type for c in status.conditions if c.status == "True"} == true_ones
+        assert {c.type for c in status.conditions} == {
+            "Ready", "Reconciling", "Stalled", "Complete", "Failed", "Suspended"
+        }  # fmt: skip
+
+
+def test_attempts_count_pods_created_and_failed_and_never_go_down_within_a_run() -> None:
+    retry = [failed_pod("a", "EndpointUnreachable", 10, created="T1"), pod_body("b", created="T2")]
+    seen = observe(job_body(active=1, failed=1), retry)
+    assert (seen.attempts, seen.failed_attempts) == (2, 1)
+    first = build_status(models.PruneJobStatus(), seen, "t1")
+    # The Job and the failed pod are gone: the counts stay.
+    later = build_status(first, observe(None, [pod_body("b", created="T2")]), "t2")
+    assert (later.attempts, later.failed_attempts) == (2, 1)
+    # A new run counts from zero.
+    other = derive(generation=3, job_name="pj-g3", job=None, pods=[], run=RUN.model_copy(
+        update={"key": "k2", "job_name": "pj-g3", "generation": 3}))  # fmt: skip
+    assert build_status(first, other, "t3").attempts == 0
+
+
+def test_suspend_deleted_pods_are_not_failed_attempts_while_the_job_counts() -> None:
+    killed = pod_body("a", phase="Failed", state=terminated(143, "", "Error"))
+    seen = observe(job_body(suspend=True, active=0, failed=0), [killed], suspended=True)
+    assert (seen.attempts, seen.failed_attempts) == (1, 0)
+
+
+def test_an_operational_edit_of_a_recorded_run_only_moves_the_generation() -> None:
+    done = build_status(models.PruneJobStatus(), observe(job_body(), [success_pod()]), "t1")
+    moved = observe_generation(done, 5)
+    assert moved.observed_generation == 5
+    assert {c.observed_generation for c in moved.conditions} == {5}
+    assert [c.last_transition_time for c in moved.conditions] == [
+        c.last_transition_time for c in done.conditions
+    ]
+    assert (
+        moved.model_copy(update={"observed_generation": 2, "conditions": done.conditions}) == done
+    )
+    assert transition_event(done, moved) is None
+
+
+def test_a_new_run_posts_its_events_again() -> None:
+    empty = models.PruneJobStatus()
+    first = build_status(empty, observe(job_body(suspend=True)), "t1")
+    rerun = derive(
+        generation=3,
+        job_name="pj-g3",
+        job=summarize_job(job_body(suspend=True)),
+        pods=[],
+        run=models.RunRef(key="k2", job_name="pj-g3", generation=3),
+    )
+    second = build_status(first, rerun, "t2")
+    assert (first.reason, second.reason) == ("Queued", "Queued")
+    assert transition_event(first, second) is not None
