@@ -251,8 +251,12 @@ class Deployment:
         replicas: int | None = None,
         *args: str,
         restart_delay: float = 1.0,
+        setup_url: str | None = None,
     ) -> None:
+        """`setup_url`: where the harness creates the operator's namespace (see
+        `OperatorProcess`)."""
         self.kubeconfig = kubeconfig
+        self.setup_url = setup_url
         self.workdir = workdir
         self.args = args
         self.restart_delay = restart_delay
@@ -269,7 +273,7 @@ class Deployment:
         name = f"prunejob-operator-{secrets.token_hex(3)}-{index}"
         return OperatorProcess(
             self.kubeconfig, self.workdir / f"{name}.log", *self.args, pod_name=name,
-            deployment=self.spec,
+            deployment=self.spec, setup_url=self.setup_url,
         )  # fmt: skip
 
     def __enter__(self) -> Deployment:
@@ -298,19 +302,23 @@ class Deployment:
                     replica.start()
                     self.restarts += 1
 
-    def kill(self, pod_name: str) -> None:
-        """SIGKILL the replica's container; it is restarted (same pod) like any exit."""
-        self._signal(pod_name, signal.SIGKILL)
+    def kill(self, pod_name: str) -> bool:
+        """SIGKILL the replica's container; it is restarted (same pod) like any exit.
+        False when it was not running."""
+        return self._signal(pod_name, signal.SIGKILL)
 
-    def terminate(self, pod_name: str) -> None:
+    def terminate(self, pod_name: str) -> bool:
         """SIGTERM (what the kubelet sends first); it is restarted (same pod) once it exits."""
-        self._signal(pod_name, signal.SIGTERM)
+        return self._signal(pod_name, signal.SIGTERM)
 
-    def _signal(self, pod_name: str, signum: int) -> None:
+    def _signal(self, pod_name: str, signum: int) -> bool:
+        """False when the container is not running (it is being restarted)."""
         with self._lock:
             replica = self.replica(pod_name)
-            assert replica.process is not None
+            if replica.process is None or replica.process.poll() is not None:
+                return False
             replica.process.send_signal(signum)  # the watcher sees the exit, restarts it
+            return True
 
     def replace(self, pod_name: str) -> OperatorProcess:
         """The pod is lost (SIGKILL, never restarted) and a new pod takes its place."""
@@ -347,7 +355,9 @@ def pod_of(holder: str) -> str:
 
 
 class JobController:
-    """Plays the Job controller + kubelet by writing status, for tests without a worker."""
+    """Plays the Job controller + kubelet by writing status, for tests without a worker
+    (pods from the Job's template, finalizers included, as Kubernetes' Job controller
+    makes them)."""
 
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
@@ -365,6 +375,7 @@ class JobController:
                         "job-name": job["metadata"]["name"],
                     },
                     "annotations": template["metadata"].get("annotations", {}),
+                    "finalizers": template["metadata"].get("finalizers", []),
                     "ownerReferences": [
                         {
                             "apiVersion": "batch/v1",
@@ -372,6 +383,7 @@ class JobController:
                             "name": job["metadata"]["name"],
                             "uid": job["metadata"]["uid"],
                             "controller": True,
+                            "blockOwnerDeletion": True,
                         }
                     ],
                 },
