@@ -20,12 +20,15 @@ Schema = Mapping[str, Any]
 
 def resolve(schema: Schema) -> Schema:
     """Follow ``$ref`` into the built-in schemas."""
+    ref = schema.get("$ref")
+    if not isinstance(ref, str):
+        return schema
     schemas = builtin_schemas.load()["schemas"]
     for _ in range(20):
+        schema = schemas.get(ref.rsplit("/", 1)[-1], {})
         ref = schema.get("$ref")
         if not isinstance(ref, str):
             return schema
-        schema = schemas.get(ref.rsplit("/", 1)[-1], {})
     return schema
 
 
@@ -36,22 +39,28 @@ def kind_root(resource: ResourceType, version: str) -> Schema | None:
 
 
 def _prune(schema: Schema, value: Any, path: str, found: list[str]) -> None:
-    schema = resolve(schema)
+    """Drop ``value``'s fields that ``schema`` does not know (scalars have none)."""
     if isinstance(value, dict):
+        schema = resolve(schema)
         properties = schema.get("properties")
         if isinstance(properties, Mapping):
             for key in list(value):
+                where = f"{path}.{key}" if path else key
                 if key not in properties:
-                    found.append(f"{path}.{key}" if path else key)
+                    found.append(where)
                     del value[key]
-                else:
-                    _prune(properties[key], value[key], f"{path}.{key}" if path else key, found)
+                elif isinstance(value[key], (dict, list)):
+                    _prune(properties[key], value[key], where, found)
         elif isinstance(schema.get("additionalProperties"), Mapping):
             for key, item in value.items():
-                _prune(schema["additionalProperties"], item, f"{path}.{key}", found)
-    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
-        for index, item in enumerate(value):
-            _prune(schema["items"], item, f"{path}[{index}]", found)
+                if isinstance(item, (dict, list)):
+                    _prune(schema["additionalProperties"], item, f"{path}.{key}", found)
+    elif isinstance(value, list):
+        items = resolve(schema).get("items")
+        if isinstance(items, Mapping):
+            for index, item in enumerate(value):
+                if isinstance(item, (dict, list)):
+                    _prune(items, item, f"{path}[{index}]", found)
 
 
 def prune_unknown(resource: ResourceType, version: str, obj: dict[str, Any]) -> list[str]:
