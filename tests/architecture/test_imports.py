@@ -195,3 +195,35 @@ def test_no_import_cycles_anywhere() -> None:
 
 def test_the_cycle_check_finds_a_cycle() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+# Which operator modules may touch which client library: the reconcile and the pure
+# decisions never see kopf, aiohttp or the kubernetes package.
+OPERATOR_LIBRARIES = {
+    "kopf": {"prunejob_operator.handlers", "prunejob_operator.cli"},
+    "aiohttp": {"prunejob_operator.client"},
+    "kubernetes": {"prunejob_operator.connection"},
+    "prometheus_client": {"prunejob_operator.metrics"},
+}
+
+
+@pytest.mark.parametrize("library", sorted(OPERATOR_LIBRARIES))
+def test_operator_client_libraries_stay_at_the_edges(library: str) -> None:
+    users = {
+        module
+        for module, path in ALL.items()
+        if top(module) == "prunejob_operator"
+        for name, _ in imported(module, path)
+        if top(name) == library
+    }
+    assert users <= OPERATOR_LIBRARIES[library]
+
+
+def test_nothing_uses_kopf_private_modules() -> None:
+    bad = [
+        f"{path.relative_to(REPO)}:{line} imports {name}"
+        for module, path in ALL.items()
+        for name, line in imported(module, path)
+        if name.startswith("kopf._")
+    ]
+    assert bad == []
