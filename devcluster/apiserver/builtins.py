@@ -1,6 +1,7 @@
 """Validation and admission of built-in kinds, as the real API server does them: Leases
-(``coordination.k8s.io/v1``), PriorityClasses (``scheduling.k8s.io/v1``) and the Priority
-admission plugin's work on Pods (``spec.priority`` from ``spec.priorityClassName``).
+(``coordination.k8s.io/v1``), PriorityClasses (``scheduling.k8s.io/v1``), the fields of a
+Job that cannot change, and the Priority admission plugin's work on Pods (``spec.priority``
+from ``spec.priorityClassName``).
 
 Pure functions over JSON objects; admission gets the stored PriorityClasses passed in.
 """
@@ -12,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from devcluster.apiserver.errors import BadRequest, FieldError, forbidden, invalid
-from devcluster.apiserver.resources import EVENTS, LEASES, PRIORITY_CLASSES, ResourceType
+from devcluster.apiserver.resources import EVENTS, JOBS, LEASES, PRIORITY_CLASSES, ResourceType
 
 # The system classes every cluster has (created by the API server at start-up).
 SYSTEM_PRIORITY_CLASSES: tuple[dict[str, Any], ...] = (
@@ -188,12 +189,56 @@ def _priority_class_errors(
     return errors
 
 
+# A Job's fields that never change after creation (ValidateJobSpecUpdate).
+JOB_IMMUTABLE = (
+    "selector", "completionMode", "podFailurePolicy", "backoffLimitPerIndex", "managedBy",
+    "successPolicy", "podReplacementPolicy", "completions",
+)  # fmt: skip
+# What a suspended Job that never started may change in its template (Kueue does this).
+MUTABLE_SCHEDULING = ("nodeSelector", "tolerations", "affinity", "schedulingGates")
+
+
+def _immutable(path: str, value: Any) -> FieldError:
+    shown = "{...}" if isinstance(value, (dict, list)) else _go_value(value)
+    return (path, "FieldValueInvalid", f"Invalid value: {shown}: field is immutable")
+
+
+def _job_update_errors(obj: Mapping[str, Any], old: Mapping[str, Any]) -> list[FieldError]:
+    spec, old_spec = obj.get("spec") or {}, old.get("spec") or {}
+    errors = [
+        _immutable(f"spec.{name}", spec.get(name))
+        for name in JOB_IMMUTABLE
+        if spec.get(name) != old_spec.get(name)
+    ]
+    template, old_template = spec.get("template") or {}, old_spec.get("template") or {}
+    if template != old_template:
+        never_started = bool(spec.get("suspend")) and not (old.get("status") or {}).get("startTime")
+        if never_started:
+
+            def fixed(t: Mapping[str, Any]) -> Any:
+                pod = {
+                    k: v for k, v in (t.get("spec") or {}).items() if k not in MUTABLE_SCHEDULING
+                }
+                meta = {k: v for k, v in (t.get("metadata") or {}).items()
+                        if k not in ("labels", "annotations")}  # fmt: skip
+                return meta, pod
+
+            changed = fixed(template) != fixed(old_template)
+        else:
+            changed = True
+        if changed:
+            errors.append(_immutable("spec.template", template))
+    return errors
+
+
 def validate(resource: ResourceType, obj: Mapping[str, Any], old: Mapping[str, Any] | None) -> None:
     """The type's validation (422 with per-field causes); ``old`` on updates."""
     if resource.key == LEASES:
         errors = _lease_errors(obj)
     elif resource.key == PRIORITY_CLASSES:
         errors = _priority_class_errors(obj, old)
+    elif resource.key == JOBS and old is not None:
+        errors = _job_update_errors(obj, old)
     else:
         return
     if errors:

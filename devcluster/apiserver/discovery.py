@@ -22,6 +22,7 @@ class Registry:
     def __init__(self) -> None:
         self._types: dict[TypeKey, ResourceType] = {}
         self._by_url: dict[tuple[str, str, str], ResourceType] = {}
+        self.revision = 0  # bumped by every change (the OpenAPI documents follow it)
 
     def register(self, resource: ResourceType) -> None:
         """Serve a type (a CRD's new version replaces its old URLs)."""
@@ -30,12 +31,14 @@ class Registry:
             for version in old.versions:
                 self._by_url.pop((old.group, version, old.plural), None)
         self._types[resource.key] = resource
+        self.revision += 1
         for version in resource.versions:
             self._by_url[(resource.group, version, resource.plural)] = resource
 
     def unregister(self, key: TypeKey) -> ResourceType | None:
         resource = self._types.pop(key, None)
         if resource is not None:
+            self.revision += 1
             for version in resource.versions:
                 self._by_url.pop((resource.group, version, resource.plural), None)
         return resource
@@ -139,7 +142,7 @@ def api_resource_list(registry: Registry, group: str, version: str) -> dict[str,
 
 def root_paths(registry: Registry) -> list[str]:
     """``/``: every path a client may discover from."""
-    paths = {"/api", "/api/v1", "/apis", "/version", *HEALTH_PATHS}
+    paths = {"/api", "/api/v1", "/apis", "/openapi/v3", "/version", *HEALTH_PATHS}
     for resource in registry.all():
         if resource.group:
             paths.add(f"/apis/{resource.group}")

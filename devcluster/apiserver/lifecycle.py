@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from devcluster.apiserver import builtins, strategies
+from devcluster.apiserver import builtins, fieldcheck, strategies
 from devcluster.apiserver.discovery import Registry
 from devcluster.apiserver.errors import (
     AlreadyExists,
@@ -93,6 +93,8 @@ class Lifecycle:
         body: dict[str, Any],
         *,
         dry_run: bool = False,
+        field_validation: str = "Warn",
+        warnings: list[str] | None = None,
     ) -> dict[str, Any]:
         strategies.check_kind(resource, body)
         builtins.check_decodable(resource, version, body)
@@ -143,7 +145,14 @@ class Lifecycle:
         builtins.prepare(resource, obj)
         if resource.key == PODS:
             builtins.admit_pod(obj, self._priority_classes(), requested_name)
-        strategies.validate_schema(resource, version, obj)
+        strategies.validate_schema(
+            resource,
+            version,
+            obj,
+            lambda unknown: fieldcheck.report(
+                resource, version, unknown, field_validation, warnings
+            ),
+        )
         builtins.validate(resource, obj, None)
         if resource.key == PRIORITY_CLASSES:
             builtins.admit_priority_class(obj, self.store.items(PRIORITY_CLASSES), creating=True)
@@ -172,6 +181,8 @@ class Lifecycle:
         *,
         subresource: str | None,
         dry_run: bool = False,
+        field_validation: str = "Warn",
+        warnings: list[str] | None = None,
     ) -> dict[str, Any]:
         """PUT semantics (PATCH arrives here after applying the patch to the current object)."""
         old = self.store.require(resource, ns, name)
@@ -200,7 +211,15 @@ class Lifecycle:
         new["kind"] = resource.kind
         new["metadata"] = {**new["metadata"], "resourceVersion": old["metadata"]["resourceVersion"]}
         if subresource != "status":
-            strategies.validate_schema(resource, resource.versions[0], new)
+            version = resource.versions[0]
+            strategies.validate_schema(
+                resource,
+                version,
+                new,
+                lambda unknown: fieldcheck.report(
+                    resource, version, unknown, field_validation, warnings
+                ),
+            )
             builtins.validate(resource, new, old)
             if resource.key == PRIORITY_CLASSES:
                 builtins.admit_priority_class(

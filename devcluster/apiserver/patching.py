@@ -1,9 +1,9 @@
 """PATCH bodies as the API server applies them (pure functions over JSON-like data).
 
 - ``application/merge-patch+json``: RFC 7386 (``null`` deletes a key, lists replace).
-- ``application/strategic-merge-patch+json``: treated as a merge patch after dropping the
-  ``$patch``/``$setElementOrder``/``$retainKeys``/``$deleteFromPrimaryKeys`` directives, so
-  lists are replaced, not merged by key. Enough for client-side ``kubectl apply``.
+- ``application/strategic-merge-patch+json``: built-in kinds only (``strategic``: lists
+  merged by key, finalizers as a set, the directives); custom resources refuse it with 415
+  as the real API does (kinds served without a schema: lists replaced, not merged).
 - ``application/json-patch+json``: RFC 6902 (add, remove, replace, move, copy, test);
   a failed ``test`` is 422, as in the real API (kopf treats it as "retry later").
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from devcluster.apiserver import fieldcheck, strategic
 from devcluster.apiserver.errors import BadRequest, Invalid, UnsupportedMediaType
 
 MERGE = "application/merge-patch+json"
@@ -32,22 +33,6 @@ def merge_patch(target: Any, patch: Any) -> Any:
         else:
             result[key] = merge_patch(result.get(key), value)
     return result
-
-
-def strip_strategic_directives(patch: Any) -> Any:
-    if isinstance(patch, dict):
-        return {
-            key: strip_strategic_directives(value)
-            for key, value in patch.items()
-            if not key.startswith("$")
-        }
-    if isinstance(patch, list):
-        return [
-            strip_strategic_directives(item)
-            for item in patch
-            if not (isinstance(item, dict) and "$patch" in item)
-        ]
-    return patch
 
 
 def _pointer(path: str) -> list[str]:
@@ -151,12 +136,27 @@ def json_patch(target: Any, operations: Any) -> Any:
     return doc
 
 
-def apply_patch(target: dict[str, Any], content_type: str, body: Any) -> dict[str, Any]:
+def apply_patch(
+    target: dict[str, Any],
+    content_type: str,
+    body: Any,
+    *,
+    custom: bool = False,
+    schema: strategic.Schema | None = None,
+) -> dict[str, Any]:
+    """``body`` applied to ``target`` as its content type says; ``custom``: a custom
+    resource (no strategic merge); ``schema``: the built-in kind's, for strategic merge
+    (without one, lists are replaced)."""
     kind = content_type.split(";", 1)[0].strip().lower()
     if kind == MERGE:
         result = merge_patch(target, body)
+    elif kind == STRATEGIC and custom:
+        raise UnsupportedMediaType(
+            "the body of the request was in an unknown format - accepted media types include: "
+            f"{JSON_PATCH}, {MERGE}, {APPLY}"
+        )
     elif kind == STRATEGIC:
-        result = merge_patch(target, strip_strategic_directives(body))
+        result = strategic.apply(target, body, schema or {}, fieldcheck.resolve)
     elif kind == JSON_PATCH:
         result = json_patch(target, body)
     elif kind == APPLY:

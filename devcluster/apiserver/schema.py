@@ -39,32 +39,41 @@ def _preserves_unknown(schema: dict[str, Any]) -> bool:
     return bool(schema.get("x-kubernetes-preserve-unknown-fields"))
 
 
-def _walk_defaults(schema: dict[str, Any], value: Any) -> Any:
+def _walk_defaults(schema: dict[str, Any], value: Any, path: str, pruned: list[str]) -> Any:
     if isinstance(value, dict) and (schema.get("type") == "object" or "properties" in schema):
         properties: dict[str, Any] = schema.get("properties") or {}
         additional = schema.get("additionalProperties")
         if properties and not _preserves_unknown(schema) and not additional:
             for key in [k for k in value if k not in properties]:
+                pruned.append(f"{path}.{key}")
                 del value[key]
         for key, sub in properties.items():
             if key not in value and "default" in sub:
                 value[key] = copy.deepcopy(sub["default"])
             if key in value:
-                value[key] = _walk_defaults(sub, value[key])
+                value[key] = _walk_defaults(sub, value[key], f"{path}.{key}", pruned)
         if isinstance(additional, dict):
             for key in [k for k in value if k not in properties]:
-                value[key] = _walk_defaults(additional, value[key])
+                value[key] = _walk_defaults(additional, value[key], f"{path}.{key}", pruned)
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
-        return [_walk_defaults(schema["items"], item) for item in value]
+        return [
+            _walk_defaults(schema["items"], item, f"{path}[{index}]", pruned)
+            for index, item in enumerate(value)
+        ]
     return value
 
 
-def apply_defaults(schema: dict[str, Any], obj: dict[str, Any]) -> None:
-    """Prune unknown fields and fill defaults in place (keeps apiVersion, kind, metadata)."""
+def apply_defaults(
+    schema: dict[str, Any], obj: dict[str, Any], pruned: list[str] | None = None
+) -> None:
+    """Prune unknown fields and fill defaults in place (keeps apiVersion, kind, metadata);
+    the paths of pruned fields go to ``pruned`` (``spec.foo``, ``spec.items[0].bar``)."""
+    found: list[str] = [] if pruned is None else pruned
     kept = {key: obj[key] for key in _ROOT_KEEP if key in obj}
     properties = schema.get("properties") or {}
     if properties and not _preserves_unknown(schema):
         for key in [k for k in obj if k not in properties and k not in _ROOT_KEEP]:
+            found.append(key)
             del obj[key]
     for key, sub in properties.items():
         if key in _ROOT_KEEP:
@@ -72,7 +81,7 @@ def apply_defaults(schema: dict[str, Any], obj: dict[str, Any]) -> None:
         if key not in obj and "default" in sub:
             obj[key] = copy.deepcopy(sub["default"])
         if key in obj:
-            obj[key] = _walk_defaults(sub, obj[key])
+            obj[key] = _walk_defaults(sub, obj[key], key, found)
     obj.update(kept)
 
 

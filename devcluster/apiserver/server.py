@@ -25,7 +25,7 @@ from typing import Any
 
 import aiohttp.web
 
-from devcluster.apiserver import discovery, patching
+from devcluster.apiserver import discovery, fieldcheck, patching
 from devcluster.apiserver.builtins import SYSTEM_PRIORITY_CLASSES
 from devcluster.apiserver.discovery import Registry
 from devcluster.apiserver.errors import (
@@ -44,6 +44,7 @@ from devcluster.apiserver.faults import (
     WatchFault,
 )
 from devcluster.apiserver.lifecycle import Lifecycle
+from devcluster.apiserver.openapi import Documents
 from devcluster.apiserver.resources import (
     BUILTIN_RESOURCES,
     NAMESPACES,
@@ -146,6 +147,7 @@ class ApiServer:
         self.registry = Registry()
         self.store = Store(history)
         self.lifecycle = Lifecycle(self.registry, self.store)
+        self.openapi = Documents(self.registry)
         self.requests_served = 0
         # The fault switch: None (the default) costs one attribute test per request.
         self.faults: FaultInjector | None = None
@@ -275,6 +277,8 @@ class ApiServer:
             return json_response(discovery.KUBERNETES_VERSION)
         if method == "GET" and path == "/apis":
             return json_response(discovery.api_group_list(self.registry))
+        if method == "GET" and path.startswith("/openapi/v3"):
+            return self._openapi(raw)
         parsed = parse_url(path)
         if parsed is None:
             raise NotFound("the server could not find the requested resource")
@@ -293,6 +297,26 @@ class ApiServer:
         if route is None:
             raise MethodNotAllowed(f"{method} is not supported on {path}")
         return await route(call)
+
+    def _openapi(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.Response:
+        """``/openapi/v3`` and its per-group-version documents (a stale hash redirects to
+        the current one, as the real server does, so a client cache never serves old ones)."""
+        if raw.path.rstrip("/") == "/openapi/v3":
+            response = json_response(self.openapi.root())
+            response.headers["Cache-Control"] = "no-cache, private"
+            return response
+        found = self.openapi.get(raw.path.removeprefix("/openapi/v3/").strip("/"))
+        if found is None:
+            raise NotFound("the server could not find the requested resource")
+        body, digest = found
+        asked = raw.query.get("hash")
+        if asked and asked != digest:
+            return aiohttp.web.Response(
+                status=301, headers={"Location": f"{raw.path}?hash={digest}"}
+            )
+        headers = {"Etag": f'"{digest}"'}
+        headers["Cache-Control"] = "public, immutable" if asked else "no-cache, private"
+        return aiohttp.web.Response(body=body, content_type="application/json", headers=headers)
 
     async def _faults_endpoint(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.Response:
         """``GET``: the counts; ``PUT`` a config (``FaultConfig.to_json`` form) or ``DELETE``
@@ -356,8 +380,17 @@ class ApiServer:
             "items": [call.resource.versioned(item, call.version) for item in items],
         }
 
-    def _one(self, call: Call, obj: dict[str, Any], status: int = 200) -> aiohttp.web.Response:
-        return json_response(call.resource.versioned(obj, call.version), status=status)
+    def _one(
+        self,
+        call: Call,
+        obj: dict[str, Any],
+        status: int = 200,
+        warnings: list[str] | None = None,
+    ) -> aiohttp.web.Response:
+        response = json_response(call.resource.versioned(obj, call.version), status=status)
+        for warning in warnings or ():
+            response.headers.add("Warning", '299 - "' + warning.replace('"', '\\"') + '"')
+        return response
 
     async def _list(self, call: Call) -> aiohttp.web.StreamResponse:
         items = self._select(call)
@@ -383,13 +416,21 @@ class ApiServer:
         namespace = call.ns
         if call.resource.namespaced and namespace is None:
             namespace = (body.get("metadata") or {}).get("namespace") or "default"
+        warnings: list[str] = []
         created = self.lifecycle.create(
-            call.resource, call.version, namespace, body, dry_run=call.dry_run
+            call.resource,
+            call.version,
+            namespace,
+            body,
+            dry_run=call.dry_run,
+            field_validation=fieldcheck.directive(call.query),
+            warnings=warnings,
         )
-        return self._one(call, created, status=201)
+        return self._one(call, created, status=201, warnings=warnings)
 
     async def _replace(self, call: Call) -> aiohttp.web.StreamResponse:
         assert call.name is not None
+        warnings: list[str] = []
         updated = self.lifecycle.replace(
             call.resource,
             call.ns,
@@ -397,22 +438,38 @@ class ApiServer:
             call.object_body(),
             subresource=call.sub,
             dry_run=call.dry_run,
+            field_validation=fieldcheck.directive(call.query),
+            warnings=warnings,
         )
-        return self._one(call, updated)
+        return self._one(call, updated, warnings=warnings)
 
     async def _patch(self, call: Call) -> aiohttp.web.StreamResponse:
         assert call.name is not None
         content_type = call.raw.headers.get("Content-Type", patching.MERGE)
         current = self.store.require(call.resource, call.ns, call.name)
-        patched = patching.apply_patch(clone(current), content_type, call.body)
+        patched = patching.apply_patch(
+            clone(current),
+            content_type,
+            call.body,
+            custom=bool(call.resource.schemas),
+            schema=fieldcheck.kind_root(call.resource, call.version),
+        )
         if patched.get("metadata", {}).get("resourceVersion") is None:
             patched.setdefault("metadata", {})["resourceVersion"] = current["metadata"][
                 "resourceVersion"
             ]
+        warnings: list[str] = []
         updated = self.lifecycle.replace(
-            call.resource, call.ns, call.name, patched, subresource=call.sub, dry_run=call.dry_run
+            call.resource,
+            call.ns,
+            call.name,
+            patched,
+            subresource=call.sub,
+            dry_run=call.dry_run,
+            field_validation=fieldcheck.directive(call.query),
+            warnings=warnings,
         )
-        return self._one(call, updated)
+        return self._one(call, updated, warnings=warnings)
 
     async def _delete(self, call: Call) -> aiohttp.web.StreamResponse:
         assert call.name is not None

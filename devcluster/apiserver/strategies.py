@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from devcluster.apiserver import schema
+from devcluster.apiserver import fieldcheck, schema
 from devcluster.apiserver.errors import BadRequest, Invalid, details
 from devcluster.apiserver.resources import (
     JOBS,
@@ -198,12 +198,23 @@ def prepare_for_create(resource: ResourceType, obj: dict[str, Any]) -> None:
         obj["status"] = {}
 
 
-def validate_schema(resource: ResourceType, version: str, obj: dict[str, Any]) -> None:
-    """Apply the CRD version's structural schema (defaults, pruning) and check it (422)."""
+def validate_schema(
+    resource: ResourceType,
+    version: str,
+    obj: dict[str, Any],
+    on_unknown: Callable[[list[str]], None] | None = None,
+) -> None:
+    """Drop unknown fields (a built-in kind's schema, or the CRD version's structural
+    schema, which also fills defaults), tell ``on_unknown`` which, then check the CRD's
+    schema (422)."""
     openapi = resource.schemas.get(version)
+    unknown = fieldcheck.prune_unknown(resource, version, obj)
+    if openapi:
+        schema.apply_defaults(openapi, obj, unknown)
+    if unknown and on_unknown is not None:
+        on_unknown(unknown)
     if not openapi:
         return
-    schema.apply_defaults(openapi, obj)
     problems = schema.validate(openapi, obj)
     if problems:
         name = obj.get("metadata", {}).get("name", "")
