@@ -46,6 +46,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 async def close(memo: kopf.Memo, **_: Any) -> None:
     if "operator" in memo:
         await memo.operator.stop()
+        # kopf waits up to 5 s for leftover tasks at exit, and its waiter on our stop flag
+        # is one of them after a SIGTERM: set the flag (the exit code stays as it is).
+        memo.operator.outcome.stop.set()
 
 
 @kopf.on.probe(id="prunejob")
