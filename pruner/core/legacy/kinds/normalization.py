@@ -127,8 +127,12 @@ class LayerScaleKind(ChannelWise):
     """Added to the oracle copy for the comparison only: ConvNeXt's LayerScale."""
 
     class_names = ("LayerScale",)
-    weight_roles: ClassVar[Roles] = {"variable": {-1: IN}}
-    masked_weights = frozenset({"variable"})
+
+    def check(self, rec: LayerRecord) -> None:
+        pass  # its one weight is named variable, variable_1, ... (Keras numbers them)
+
+    def roles(self, rec: LayerRecord) -> Roles:
+        return {w.name: {-1: IN} for w in rec.op.weights} if rec.calls else {}
 
     def rewrite_config(
         self, rec: LayerRecord, config: dict[str, Any], in_idx: np.ndarray, out_idx: np.ndarray
