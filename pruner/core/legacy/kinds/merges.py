@@ -1,0 +1,59 @@
+"""Layers that combine several inputs: element-wise merges and concatenation."""
+
+from __future__ import annotations
+
+from prunejob_contract.errors import UnsupportedLayer
+from pruner.core.legacy.graph import (
+    Call,
+    ChannelGraph,
+    LayerKind,
+    LayerRecord,
+    Layout,
+    concat_layouts,
+)
+from pruner.core.legacy.kinds.common import is_channel_axis
+from pruner.core.legacy.modelconfig import iter_keras_tensors
+
+
+def _has_array_constant(call: Call) -> bool:
+    """A non-scalar constant argument (e.g. `x * [..per channel..]`) pins the channels."""
+    if call.node is None:
+        return False
+    args = [a for a in call.node.get("args", []) if not list(iter_keras_tensors(a))]
+    return any(isinstance(a, list | tuple | dict) for a in args)
+
+
+class ElementwiseMerge(LayerKind):
+    """All inputs must keep the same channels; 1-channel inputs broadcast and stay out."""
+
+    # layers and the raw ops of the same names
+    class_names = (
+        "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Divide", "TrueDivide",
+        "CustomScaleLayer",  # oracle copy only: InceptionResNetV2
+    )  # fmt: skip
+
+    def flow(self, g: ChannelGraph, rec: LayerRecord, call: Call) -> list[Layout]:
+        layouts = call.in_layouts
+        if not layouts:
+            raise UnsupportedLayer(f"layer '{rec.path}' ({rec.class_name}) has no tensor input")
+        if _has_array_constant(call):
+            for layout in layouts:
+                g.require_unpruned(rec, layout, "combines channels with a constant array")
+        wide = [layout for layout in layouts if g.size(layout) != 1] or list(layouts)
+        if len(wide) > 1:
+            g.unify(wide, f"element-wise merge '{rec.path}'")
+        return [wide[0]]
+
+
+class ConcatenateKind(LayerKind):
+    """On the channel axis: channels of each input, shifted by its offset. On another
+    axis the inputs must keep identical channels, like an element-wise merge."""
+
+    class_names = ("Concatenate",)
+
+    def flow(self, g: ChannelGraph, rec: LayerRecord, call: Call) -> list[Layout]:
+        rank = len(call.in_shapes[0])
+        if is_channel_axis(rec, int(rec.config.get("axis", -1)), rank):
+            return [concat_layouts(call.in_layouts)]
+        g.unify(call.in_layouts, f"concatenation '{rec.path}'")
+        return [call.in_layouts[0]]
