@@ -23,6 +23,7 @@ KEY = ("-k", "--key")
 KEY_FILE = ("--key-file",)
 REPORT = ("--report",)
 OVERWRITE = ("--overwrite",)
+OWNER = ("--owner",)  # the run's identity: an output it published may be replaced by it
 FORCE = ("--force",)
 S3_ENDPOINT = ("--s3-endpoint",)
 TERMINATION_LOG_FLAG = ("--termination-log",)
@@ -48,6 +49,9 @@ class WorkerCall:
     settings: PruneSettings
     target_ratio: float | None = None
     overwrite: bool = False
+    # Who publishes the output (the operator: the PruneJob's identity): an existing
+    # output recorded with the same owner is this job's own, and may be replaced.
+    owner: str | None = None
     s3_endpoint: str | None = None
     termination_log: str = TERMINATION_LOG
 
@@ -69,6 +73,8 @@ class WorkerCall:
             args += [TARGET_RATIO[0], repr(self.target_ratio)]
         if self.overwrite:
             args.append(OVERWRITE[0])
+        if self.owner:
+            args += [OWNER[0], self.owner]
         if self.s3_endpoint:
             args += [S3_ENDPOINT[0], self.s3_endpoint]
         args += [TERMINATION_LOG_FLAG[0], self.termination_log]

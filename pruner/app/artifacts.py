@@ -78,7 +78,9 @@ def publish_output(staged: Path, request: PruneRequest, store: S3Store) -> dict[
         size = staged.stat().st_size
         commit_file(staged, location.path, overwrite=replace)
         return {"uri": str(location.path), "bytes": size}
-    return transfer.publish_model(staged, location, request.key, store, overwrite=replace)
+    return transfer.publish_model(
+        staged, location, request.key, store, overwrite=replace, owner=request.owner
+    )
 
 
 def retract_output(request: PruneRequest, store: S3Store) -> None:

@@ -43,6 +43,7 @@ from pruner.io.formats import (
     ModelFormat,
     is_archive,
     is_tao_name,
+    plain_name,
     read_prefix,
     sniff,
     tao_archive_message,
@@ -163,8 +164,8 @@ def output_format(path: Path) -> ModelFormat:
 
 def check_same_format(model: ModelFile, output_name: str, shown: str) -> None:
     """The pruned file keeps the input's format: InvalidArgument when the output's name
-    says the other one."""
-    wanted = output_format(Path(output_name))
+    (without a trailing .age) says the other one."""
+    wanted = output_format(Path(plain_name(output_name)))
     if wanted != model.format:
         suffixes = ".keras" if model.format == "keras" else ".h5 or .hdf5"
         kind = "a .keras archive" if model.format == "keras" else "an HDF5 file"
