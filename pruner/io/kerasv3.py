@@ -116,82 +116,87 @@ def _open_member(path: Path, archive: zipfile.ZipFile, name: str) -> Iterator[h5
         ) from None
 
 
-def _layers_group(group: h5py.Group) -> h5py.Group | None:
-    for name in LAYERS_GROUPS:
-        if name in group and isinstance(group[name], h5py.Group):
-            return group[name]
-    return None
-
-
 def _read_weights(
     path: Path, handle: h5py.File, config: dict[str, Any], keras3: bool, layout: Layout
 ) -> dict[str, list[np.ndarray]]:
     weights: dict[str, list[np.ndarray]] = {}
-    _read_model(path, handle, config, "", keras3, layout, weights)
+    _read_model(path, handle, "", config, "", keras3, layout, weights)
     return weights
 
 
 def _read_model(
     path: Path,
     group: h5py.Group,
+    where: str,
     entry: dict[str, Any],
     prefix: str,
     keras3: bool,
     layout: Layout,
     weights: dict[str, list[np.ndarray]],
 ) -> None:
+    """Read the layers of the model `entry`, whose group is `group` at `where` (its
+    path in the file, "" for the root)."""
     layers = layerpaths.tracked_layers(entry)
-    container = _layers_group(group)
+    found = [name for name in LAYERS_GROUPS if isinstance(group.get(name), h5py.Group)]
+    if not found:
+        return  # a model without variables
+    container_path = f"{where}{found[0]}/"
+    children = dict(group[found[0]].items())
     groups = layerpaths.unique_names(
         [layerpaths.snake_case(str(layer.get("class_name", "")), keras3=keras3) for layer in layers]
     )
-    seen = set()
     for layer, group_name in zip(layers, groups, strict=True):
         name = layerpaths.layer_name(layer)
-        if container is None or group_name not in container:
+        layer_group = children.pop(group_name, None)
+        if not isinstance(layer_group, h5py.Group):
             continue  # Keras writes no group for a layer without variables
-        seen.add(group_name)
-        layer_group = container[group_name]
-        recorded = layer_group.get("vars")
-        recorded_name = None if recorded is None else recorded.attrs.get("name")
-        if recorded_name is not None and h5files.text(recorded_name) != name:
+        members = dict(layer_group.items())
+        own = members.get("vars")
+        recorded = own.attrs.get("name") if isinstance(own, h5py.Group) else None
+        if recorded is not None and h5files.text(recorded) != name:
             raise InvalidModel(
-                f"{path}: weights group {layer_group.name} is recorded for layer "
-                f"{h5files.text(recorded_name)!r}, the config puts {name!r} there; the archive "
+                f"{path}: weights group {container_path}{group_name} is recorded for layer "
+                f"{h5files.text(recorded)!r}, the config puts {name!r} there; the archive "
                 "does not follow Keras' layout"
             )
+        group_path = container_path + group_name
         if layerpaths.model_layers(layer) is not None:
-            _read_model(path, layer_group, layer, f"{prefix}{name}/", keras3, layout, weights)
+            _read_model(
+                path, layer_group, group_path + "/", layer, f"{prefix}{name}/", keras3, layout,
+                weights,
+            )  # fmt: skip
             continue
-        values = [dataset[()] for dataset in _layer_datasets(layer_group, layout, prefix + name)]
-        if values:
-            weights[prefix + name] = values
-    if container is not None:
-        for group_name in container:
-            if group_name not in seen and _holds_data(container[group_name]):
-                raise InvalidModel(
-                    f"{path}: weights group {container[group_name].name} belongs to no layer "
-                    "of the config; the archive does not follow Keras' layout"
-                )
+        datasets = _layer_datasets(members, group_path)
+        for index, (dataset_path, _) in enumerate(datasets):
+            layout.datasets[dataset_path] = (prefix + name, index)
+        if datasets:
+            weights[prefix + name] = [dataset[()] for _, dataset in datasets]
+    for group_name, member in children.items():
+        if isinstance(member, h5py.Group) and _holds_data(member):
+            raise InvalidModel(
+                f"{path}: weights group {container_path}{group_name} belongs to no layer of the "
+                "config; the archive does not follow Keras' layout"
+            )
 
 
-def _layer_datasets(group: h5py.Group, layout: Layout, layer_path: str) -> list[h5py.Dataset]:
-    """A layer's variables in `get_weights()` order: its own (`vars/0`, `vars/1`, ...),
-    then those of the layers it wraps, in the order Keras walks them (attribute names
-    sorted, private ones last); random-seed state is no weight."""
-    found: list[h5py.Dataset] = []
-    own = group.get("vars")
+def _layer_datasets(members: dict[str, Any], group_path: str) -> list[tuple[str, h5py.Dataset]]:
+    """(path, dataset) of a layer's variables in `get_weights()` order: its own
+    (`vars/0`, `vars/1`, ...), then those of the layers it wraps, in the order Keras
+    walks them (attribute names sorted, private ones last); random-seed state is no
+    weight."""
+    found: list[tuple[str, h5py.Dataset]] = []
+    own = members.get("vars")
     if isinstance(own, h5py.Group):
-        for key in sorted(own, key=_index):
-            if isinstance(own[key], h5py.Dataset):
-                layout.datasets[own[key].name.lstrip("/")] = (layer_path, len(found))
-                found.append(own[key])
-    children = [key for key in group if key != "vars" and isinstance(group[key], h5py.Group)]
-    for key in sorted(children, key=lambda name: ("~" + name) if name.startswith("_") else name):
+        variables = dict(own.items())
+        for key in sorted(variables, key=_index):
+            if isinstance(variables[key], h5py.Dataset):
+                found.append((f"{group_path}/vars/{key}", variables[key]))
+    wrapped = [
+        key for key, member in members.items() if key != "vars" and isinstance(member, h5py.Group)
+    ]
+    for key in sorted(wrapped, key=lambda name: ("~" + name) if name.startswith("_") else name):
         if not key.startswith("seed_generator"):
-            for dataset in _layer_datasets(group[key], Layout(), layer_path):
-                layout.datasets[dataset.name.lstrip("/")] = (layer_path, len(found))
-                found.append(dataset)
+            found += _layer_datasets(dict(members[key].items()), f"{group_path}/{key}")
     return found
 
 
