@@ -5,7 +5,9 @@ output's format is named by its suffix (and must be the input's), so the suffix 
 model file needs is derived here too. TAO's own files are recognised here as well:
 a TF1 `.tlt` is the HDF5 model encrypted with TAO's cipher (AES-CTR, a 16-byte
 nonce and then ciphertext: no header at all, so only its name and the absence of
-any known header tell it), a TF2 `.tlt` is an EFF archive of a zipped SavedModel.
+any known header tell it), a TF2 `.tlt` is an EFF archive of a zipped SavedModel,
+and an `.etlt` is an exported, encrypted ONNX/UFF model (a 4-byte length and the
+input node's name, then TAO's ciphertext).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ TAR_MAGIC = b"ustar"  # at offset 257 of a tar archive
 TAR_MAGIC_OFFSET = 257
 PREFIX_SIZE = TAR_MAGIC_OFFSET + len(TAR_MAGIC)
 TAO_SUFFIXES = (".tlt", ".tltb")
+TAO_EXPORT_SUFFIX = ".etlt"
 
 AGE_SUFFIX = ".age"
 # Keras picks the format from the suffix, so these are the only ones that can be saved.
@@ -91,6 +94,17 @@ def is_archive(prefix: bytes) -> bool:
 
 def is_tao_name(name: str) -> bool:
     return Path(plain_name(name)).suffix.lower() in TAO_SUFFIXES
+
+
+def is_tao_export_name(name: str) -> bool:
+    return Path(plain_name(name)).suffix.lower() == TAO_EXPORT_SUFFIX
+
+
+def tao_export_message(shown: str) -> str:
+    return (
+        f"{shown} looks like a TAO export (.etlt: an encrypted ONNX/UFF model for "
+        "TensorRT), not a Keras model; prune the .hdf5 (or .tlt) it was exported from"
+    )
 
 
 def tao_encrypted_message(shown: str) -> str:

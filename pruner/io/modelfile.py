@@ -42,12 +42,14 @@ from pruner.io.formats import (
     FileFormat,
     ModelFormat,
     is_archive,
+    is_tao_export_name,
     is_tao_name,
     plain_name,
     read_prefix,
     sniff,
     tao_archive_message,
     tao_encrypted_message,
+    tao_export_message,
 )
 from pruner.io.h5files import Layout
 
@@ -74,6 +76,8 @@ def inspect_model_file(path: Path, shown: str | None = None) -> FileFormat:
     found = sniff(prefix)
     tao = is_tao_name(shown) or is_tao_name(path.name)
     if found is None:
+        if is_tao_export_name(shown) or is_tao_export_name(path.name):
+            raise InvalidModel(tao_export_message(shown))
         if tao and is_archive(prefix):
             raise InvalidModel(tao_archive_message(shown))
         if tao:

@@ -226,6 +226,14 @@ def test_tao_tf2_tlt_archive_is_not_supported(tmp_path: Path) -> None:
             modelfile.read_model(path)
 
 
+def test_tao_export_is_no_keras_model(tmp_path: Path) -> None:
+    path = tmp_path / "fpenet.etlt"
+    name = b"input_face_images:0"
+    path.write_bytes(len(name).to_bytes(4, "little") + name + os.urandom(1024))
+    with pytest.raises(InvalidModel, match=r"TAO export \(\.etlt.*prune the \.hdf5"):
+        modelfile.read_model(path)
+
+
 def test_a_plain_hdf5_named_tlt_is_read(model: keras.Model, tmp_path: Path) -> None:
     path = save(model, tmp_path / "model.h5").rename(tmp_path / "model.tlt")
     assert modelfile.read_model(path).format == "h5"
