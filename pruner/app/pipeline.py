@@ -110,6 +110,15 @@ def plan_step(
     return prepared, plan, choice
 
 
+def plan_and_totals(
+    model: modelfile.ModelFile, request: PruneRequest, progress: Progress
+) -> tuple[PrunePlan, dict[str, dict[str, int]], TargetChoice | None]:
+    """The plan, its totals and the --target-ratio choice; the prepared model (which
+    holds the input's weights) is dropped on return."""
+    prepared, plan, choice = plan_step(model, request, progress)
+    return plan, prepared.totals(plan), choice
+
+
 def surgery_step(
     model: modelfile.ModelFile, plan: PrunePlan, request: PruneRequest, progress: Progress
 ) -> tuple[Config, Weights, dict[str, Any] | None]:
@@ -184,12 +193,14 @@ def run_prune(
         check_verify_available(request)
         check_output(request, store)
         model = load_step(request, store, progress, stack)
-        prepared, plan, choice = plan_step(model, request, progress)
-        totals = prepared.totals(plan)
+        plan, totals, choice = plan_and_totals(model, request, progress)
         output = verification = None
         if not request.dry_run:
             config, weights, verification = surgery_step(model, plan, request, progress)
             totals = checked_totals(totals, weights, progress)
+            # The input's weights are no longer needed: freed before writing, the peak
+            # memory is the input's weights and the pruned ones, not both and the write.
+            model.release_weights()
             output = save_step(model, (config, weights), request, store, progress)
         report = build_report(
             totals=totals,

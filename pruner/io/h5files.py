@@ -30,6 +30,13 @@ class Layout:
         self.datasets: dict[str, WeightRef] = {}
         self.dropped: list[str] = []
 
+    def counts(self) -> dict[str, int]:
+        """Layer path -> how many weights it has."""
+        counts: dict[str, int] = {}
+        for owner, index in self.datasets.values():
+            counts[owner] = max(counts.get(owner, 0), index + 1)
+        return counts
+
     def replacements(self, weights: Mapping[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
         """Dataset path -> its new value, from weights of the seam's structure."""
         return {path: weights[owner][index] for path, (owner, index) in self.datasets.items()}

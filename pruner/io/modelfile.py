@@ -137,6 +137,10 @@ class ModelFile:
     def size(self) -> int:
         return self.path.stat().st_size
 
+    def release_weights(self) -> None:
+        """Drop the weights read (to free their memory); writing needs only new ones."""
+        self.weights = {}
+
 
 def read_model(path: Path, shown: str | None = None) -> ModelFile:
     """Read a plaintext `.keras` or HDF5 model file; InvalidModel (one line) when it is
@@ -180,14 +184,15 @@ def check_same_format(model: ModelFile, output_name: str, shown: str) -> None:
 
 
 def _check_weights(model: ModelFile, weights: Weights) -> None:
-    for path, values in model.weights.items():
+    counts = model.layout.counts()
+    for path, count in counts.items():
         new = weights.get(path)
-        if new is None or len(new) != len(values):
+        if new is None or len(new) != count:
             have = "none" if new is None else len(new)
             raise ValueError(
-                f"the pruned weights of layer {path!r} are {have}, the model has {len(values)}"
+                f"the pruned weights of layer {path!r} are {have}, the model has {count}"
             )
-    extra = sorted(set(weights) - set(model.weights))
+    extra = sorted(set(weights) - set(counts))
     if extra:
         raise ValueError(f"pruned weights for layers the model lacks: {', '.join(extra)}")
 
