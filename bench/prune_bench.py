@@ -12,8 +12,8 @@ For each keras.applications model (weights=None, so nothing is downloaded) and f
 3. a fresh process runs `prunejob prune -m FILE -o OUT -pth T` (no --verify), exactly
    as a user or the worker pod does.
 Both sides are timed as whole processes, from spawn to exit (interpreter start and
-imports included: pruning imports no TensorFlow, the baseline must), and report
-their peak RSS (wait4). With --repeat N, sides interleave and the fastest of N runs
+imports included: pruning imports no TensorFlow, the baseline must), and record
+their own peak RSS (VmHWM at exit). With --repeat N, sides interleave and the fastest of N runs
 of each counts. The headline figure is prune / plain; the goal for ResNet50 is
 <= 0.5, and a peak RSS of at most twice the file plus the interpreter (the peak of
 `prunejob prune --help`, which loads the same modules).
@@ -47,7 +47,13 @@ TARGET_RATIO = {"resnet50": 0.5}
 MiB = 1024 * 1024
 
 PLAIN = """
-import json, sys, time
+import atexit, json, sys, time
+def peak():
+    with open("/proc/self/status") as status:
+        hwm = next(line for line in status if line.startswith("VmHWM:"))
+    with open(sys.argv[4], "w") as out:
+        out.write(str(int(hwm.split()[1]) / 1024))
+atexit.register(peak)
 start = time.perf_counter()
 if sys.argv[1] == "hdf5":
     import tf_keras as keras
@@ -60,7 +66,22 @@ model = load(sys.argv[2], compile=False)
 loaded = time.perf_counter()
 model.save(sys.argv[3])
 saved = time.perf_counter()
-print(json.dumps({"import": imported - start, "load": loaded - imported, "save": saved - loaded}))
+times = {"import": imported - start, "load": loaded - imported, "save": saved - loaded}
+print(json.dumps(times))
+"""
+# Runs `prunejob` in this process and records its peak RSS at exit. The peak must be
+# read as VmHWM (this process' own memory since exec): ru_maxrss of a child also
+# counts the parent's memory it was forked from.
+PRUNEJOB = """
+import atexit, sys
+def peak():
+    with open("/proc/self/status") as status:
+        hwm = next(line for line in status if line.startswith("VmHWM:"))
+    with open(sys.argv[1], "w") as out:
+        out.write(str(int(hwm.split()[1]) / 1024))
+atexit.register(peak)
+from prunejob.cli import main
+sys.exit(main(sys.argv[2:]))
 """
 
 
@@ -85,18 +106,19 @@ def setup(name: str, fmt: str, size: int, path: Path) -> dict[str, Any]:
 
 
 def run_process(argv: list[str], folder: Path) -> dict[str, Any]:
-    """Run `argv` to completion: wall seconds from spawn to exit, peak RSS, output."""
-    out_path, err_path = folder / "stdout", folder / "stderr"
+    """Run `argv` to completion: wall seconds from spawn to exit, its output, and the
+    peak RSS it recorded in `folder/peak` (the PLAIN and PRUNEJOB scripts do)."""
+    out_path, err_path, peak_path = folder / "stdout", folder / "stderr", folder / "peak"
+    peak_path.unlink(missing_ok=True)
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         start = time.perf_counter()
-        process = subprocess.Popen(argv, stdout=out, stderr=err, cwd=ROOT)
-        _, status, usage = os.wait4(process.pid, 0)
+        done = subprocess.run(argv, stdout=out, stderr=err, cwd=ROOT, check=False)
         wall = time.perf_counter() - start
-    process.returncode = os.waitstatus_to_exitcode(status)
     stdout, stderr = out_path.read_text(), err_path.read_text()
-    if process.returncode != 0:
+    if done.returncode != 0:
         raise SystemExit(f"{' '.join(argv[:4])} ... failed:\n{stderr[-3000:]}")
-    return {"wall": wall, "peakRssMiB": usage.ru_maxrss / 1024, "stdout": stdout}
+    peak = float(peak_path.read_text()) if peak_path.exists() else None
+    return {"wall": wall, "peakRssMiB": peak, "stdout": stdout}
 
 
 def measure(name: str, fmt: str, size: int, repeat: int, folder: Path) -> dict[str, Any]:
@@ -108,18 +130,20 @@ def measure(name: str, fmt: str, size: int, repeat: int, folder: Path) -> dict[s
     plain_out = folder / f"{name}.plain{FORMATS[fmt]}"
     pruned_out = folder / f"{name}.pruned{FORMATS[fmt]}"
     report = folder / f"{name}.report.json"
-    prune_argv = [sys.executable, "-m", "prunejob", "prune", "-m", str(path), "-o"]
+    prunejob = [sys.executable, "-c", PRUNEJOB, str(folder / "peak")]
+    prune_argv = [*prunejob, "prune", "-m", str(path), "-o"]
     prune_argv += [str(pruned_out), "-pth", repr(threshold), "--overwrite"]
     prune_argv += ["--report", str(report)]
     plains, prunes = [], []
     for _ in range(repeat):  # interleaved, so load drift hits both sides alike
-        plain = run_process([sys.executable, "-c", PLAIN, fmt, str(path), str(plain_out)], folder)
+        plain_argv = [sys.executable, "-c", PLAIN, fmt, str(path), str(plain_out)]
+        plain = run_process([*plain_argv, str(folder / "peak")], folder)
         plain["inside"] = json.loads(plain["stdout"].strip().splitlines()[-1])
         plains.append(plain)
         pruned = run_process(prune_argv, folder)
         pruned["report"] = json.loads(report.read_text())
         prunes.append(pruned)
-    base = run_process([sys.executable, "-m", "prunejob", "prune", "--help"], folder)
+    base = run_process([*prunejob, "prune", "--help"], folder)
     plain = min(plains, key=lambda run: run["wall"])
     pruned = min(prunes, key=lambda run: run["wall"])
     return {
@@ -145,7 +169,7 @@ def measure(name: str, fmt: str, size: int, repeat: int, folder: Path) -> dict[s
 def print_table(rows: list[dict[str, Any]]) -> None:
     header = (
         f"{'model':<15}{'fmt':<7}{'MiB':>5}{'read':>6}{'plan':>6}{'surg':>6}{'write':>6}"
-        f"{'prune':>7} |{'load':>6}{'save':>6}{'plain':>7} |{'ratio':>6}"
+        f"{'prune':>7} |{'load':>6}{'save':>6}{'plain':>7} |{'ratio':>6}{'work':>6}"
         f"  {'params before -> after':<25}{'filters':>8}"
         f"{'RSS prune':>11}{'limit':>7}{'RSS plain':>11}"
     )
@@ -158,12 +182,14 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         params, filters = prune["params"], prune["filters"]
         removed = 1 - filters["after"] / filters["before"]
         limit = 2 * row["fileBytes"] / MiB + row["interpreterRssMiB"]
+        work = sum(timings[key] for key in ("loading", "preparing", "planning", "surgery"))
+        work = (work + timings["saving"]) / (plain["inside"]["load"] + plain["inside"]["save"])
         print(
             f"{row['model']:<15}{row['format']:<7}{row['fileBytes'] / MiB:>5.0f}"
             f"{timings['loading']:>6.2f}{plan_time:>6.2f}{timings['surgery']:>6.2f}"
             f"{timings['saving']:>6.2f}{prune['wall']:>7.2f} |"
             f"{plain['inside']['load']:>6.2f}{plain['inside']['save']:>6.2f}{plain['wall']:>7.2f} |"
-            f"{row['ratio']:>6.2f}  {params['before']:>11,} -> {params['after']:>10,}"
+            f"{row['ratio']:>6.2f}{work:>6.2f}  {params['before']:>11,} -> {params['after']:>10,}"
             f"{removed:>8.1%}{prune['peakRssMiB']:>7.0f} MiB{limit:>7.0f}"
             f"{plain['peakRssMiB']:>7.0f} MiB"
         )
@@ -172,8 +198,10 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         "file read, plan = channel graph + statistics + plan, surg = slicing, write = the\n"
         "edited file written; the rest is interpreter start, imports and the report); plain =\n"
         "Keras load + save of the same file (load and save as timed inside it; the rest is\n"
-        "starting Python and importing TensorFlow). ratio = prune / plain. filters = share\n"
-        "removed. limit = 2 x file + the interpreter's own peak (`prunejob prune --help`)."
+        "starting Python and importing TensorFlow). ratio = prune / plain; work = the same\n"
+        "without process start and imports: (read + plan + surg + write) / (load + save).\n"
+        "filters = share removed. limit = 2 x file + the interpreter's own peak (the peak\n"
+        "RSS of `prunejob prune --help`)."
     )
     for row in rows:
         target = TARGET_RATIO.get(row["model"])
@@ -195,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per side; fastest counts")
     parser.add_argument("--size", type=int, default=224, help="input height and width")
     parser.add_argument("--json", type=Path, help="also write the raw measurements here")
+    parser.add_argument("--table", type=Path, help="only print the table of a --json file")
     parser.add_argument("--setup", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -203,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(setup(name, fmt, int(size), Path(path))))
         return 0
 
+    if args.table:
+        print_table(json.loads(args.table.read_text()))
+        return 0
     names = [name.strip().lower() for name in args.models.split(",") if name.strip()]
     formats = [fmt.strip().lower() for fmt in args.formats.split(",") if fmt.strip()]
     unknown = sorted(set(names) - set(MODELS)) + sorted(set(formats) - set(FORMATS))
