@@ -144,22 +144,3 @@ def zero_quarter(model: Any, keep: Iterable[str] = ()) -> dict[str, list[int]]:
                     values[i][dead] = 0
         layer.set_weights(values)
     return alive
-
-
-# --- temporary: the old Keras-object path as an oracle (removed with pruner/core/legacy) --
-TRANSPOSED = {"Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"}
-
-
-def assert_same_as_legacy(model: keras.Model, settings: Any, prepared: Any, plan: Any) -> None:
-    """Today's (pre-issue-10) path on the live model gives the same plan and totals.
-    Skipped where issue 10 changes the plan on purpose: transposed convolutions keep
-    their filters by default (TAO parity)."""
-    from pruner.core.legacy.plan import prepare as legacy_prepare
-
-    has_transposed = any(type(layer).__name__ in TRANSPOSED for _, layer in walk(model))
-    if has_transposed and not settings.prune_transpose_filters:
-        return
-    old = legacy_prepare(model, settings)
-    old_plan = old.plan(plan.settings.threshold)
-    assert old_plan.to_json()["layers"] == plan.to_json()["layers"]
-    assert old.totals(old_plan) == prepared.totals(plan)

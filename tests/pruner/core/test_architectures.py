@@ -25,14 +25,7 @@ from pruner.core.counting import count_flops, count_params
 from pruner.core.masking import mask_removed_filters
 from pruner.core.plan import prepare
 from pruner.core.surgery import apply_plan
-from tests.pruner.core.helpers import (
-    assert_same_as_legacy,
-    live,
-    randomize,
-    run,
-    walk,
-    zero_quarter,
-)
+from tests.pruner.core.helpers import live, randomize, run, walk, zero_quarter
 
 TINY = PruneSettings(threshold=1e-4, granularity=1, min_num_filters=1)
 A = keras.applications
@@ -156,22 +149,3 @@ def test_masked_original_matches_pruned_at_a_high_threshold(family: dict[str, An
     inputs = inputs_for(family["model"])
     want, got = run(masked, inputs), run(small, inputs)
     assert float(np.max(np.abs(want - got))) <= 1e-4 * max(1.0, float(np.max(np.abs(want))))
-
-
-@pytest.mark.timeout(600)
-@pytest.mark.parametrize(
-    "settings",
-    [
-        PruneSettings(threshold=0.85, granularity=1, min_num_filters=1),
-        PruneSettings(threshold=0.92),  # TAO's defaults otherwise
-        PruneSettings(normalizer="L2", equalization_criterion="intersection", threshold=0.9),
-        PruneSettings(normalizer="off", equalization_criterion="geometric_mean", threshold=0.3),
-    ],
-    ids=["max-union-0.85", "tao-0.92", "L2-intersection-0.9", "off-geometric-0.3"],
-)
-def test_same_plan_as_the_old_path(family: dict[str, Any], settings: PruneSettings) -> None:
-    """Temporary, while pruner/core/legacy exists: the Keras-object path on the live model
-    and the config + weights path choose the same filters."""
-    prepared = prepare(family["config"], family["weights"], settings)
-    plan = prepared.plan()
-    assert_same_as_legacy(family["model"], settings, prepared, plan)

@@ -33,17 +33,13 @@ from tests.pruner.builders import (
     small_vgg,
     zero_filters,
 )
-from tests.pruner.core.helpers import assert_same_as_legacy, live
+from tests.pruner.core.helpers import live
 
 TINY = PruneSettings(threshold=1e-4, granularity=1, min_num_filters=1)
 
 
 def compute_plan(model: keras.Model, settings: PruneSettings) -> PrunePlan:
-    prepared = prepare(*live(model), settings)
-    plan = prepared.plan()
-    assert_same_as_legacy(model, settings, prepared, plan)
-    assert compute_plan_of(*live(model), settings) == plan
-    return plan
+    return compute_plan_of(*live(model), settings)
 
 
 def prune_model(model: keras.Model, plan: PrunePlan) -> keras.Model:
@@ -63,7 +59,6 @@ def prune_and_compare(
     config, weights = live(model)
     prepared = prepare(config, weights, settings)
     plan = prepared.plan()
-    assert_same_as_legacy(model, settings, prepared, plan)
     kept = {lp.name: lp.kept for lp in plan.layers}
     for name, indices in expected.items():
         assert kept[name] == list(indices), name
@@ -559,7 +554,6 @@ def test_channels_first_model_slices_by_hand(flatten_format: str) -> None:
     config, weights = live(model)
     prepared = prepare(config, weights, TINY)
     plan = prepared.plan()
-    assert_same_as_legacy(model, TINY, prepared, plan)
     kept = {lp.name: lp.kept for lp in plan.layers}
     kept1, kept2 = all_but(8, [1, 6]), all_but(4, [2])
     assert kept == {"c1": kept1, "c2": kept2, "c3": kept2, "fc": all_but(5, [0]),

@@ -19,17 +19,13 @@ from pruner.core.plan import PreparedModel, PrunePlan
 from pruner.core.plan import compute_plan as compute_plan_of
 from pruner.core.plan import prepare as prepare_of
 from pruner.core.stats import filter_norms, merge, normalize, retained_count, retained_indices
-from tests.pruner.core.helpers import assert_same_as_legacy, live
+from tests.pruner.core.helpers import live
 
 ONE_BY_ONE = PruneSettings(threshold=0.1, granularity=1, min_num_filters=1)
 
 
 def compute_plan(model: keras.Model, settings: PruneSettings) -> PrunePlan:
-    prepared = prepare_of(*live(model), settings)
-    plan = prepared.plan()
-    assert_same_as_legacy(model, settings, prepared, plan)
-    assert compute_plan_of(*live(model), settings) == plan
-    return plan
+    return compute_plan_of(*live(model), settings)
 
 
 def prepare(model: keras.Model, settings: PruneSettings) -> PreparedModel:
