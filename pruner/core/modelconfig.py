@@ -250,9 +250,10 @@ def dialect(model: dict[str, Any]) -> Dialect:
         if found or not isinstance(value, dict):
             return
         config = value.get("config")
-        if not isinstance(config, dict):
+        layers = config.get("layers") if isinstance(config, dict) else config
+        if not isinstance(layers, list):
             return
-        for raw in config.get("layers") or []:
+        for raw in layers:
             if not isinstance(raw, dict):
                 continue
             nodes = raw.get("inbound_nodes") or []

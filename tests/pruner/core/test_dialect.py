@@ -200,6 +200,8 @@ def test_dialects_are_told_apart() -> None:
     assert dialect(k2_seq) == "keras2"
     k3_seq = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     assert dialect(live(k3_seq)[0]) == "keras3"
+    old_seq = {"class_name": "Sequential", "config": k2_seq["config"]["layers"]}  # Keras <= 2.1
+    assert dialect(old_seq) == "keras2"
 
 
 def test_thresholded_relu_builds_in_keras3_for_verify() -> None:
