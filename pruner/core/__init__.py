@@ -8,8 +8,7 @@ only module that imports Keras, lazily. It imports nothing of `pruner.io`,
 `pruner.app` or `pruner.cli`. Layers, bottom up: `modelconfig`, `shapes` -> `graph`
 (the channel graph and the `LayerKind` interface) -> `kinds/` -> `walk` ->
 `counting` -> `plan` -> `dialect` -> `surgery`, `masking`, `target`, `build`;
-`stats` is numpy only. `legacy/` is the old Keras-object path, kept only as the
-tests' oracle while the two are compared.
+`stats` is numpy only.
 
 API: `plan.prepare(config, weights, settings)` -> `PreparedModel` (`.plan(threshold)`,
 `.totals(plan)`, `.group_stats`, `.pinned`, `.unknown_excluded`, `.layer_names()`);

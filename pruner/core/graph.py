@@ -55,7 +55,7 @@ class Call:
     in_shapes: list[Shape]
     out_layouts: list[Layout] = field(default_factory=list)
     out_shapes: list[Shape] = field(default_factory=list)
-    args: list[Any] | None = None  # Keras 3: the call's positional args, for constants
+    constants: list[Any] = field(default_factory=list)  # non-tensor arguments of the call
 
 
 @dataclass

@@ -39,7 +39,9 @@ class NodeSpec:
     # Keras 3: the serialized tensors (their "shape" is rewritten by surgery), same
     # order as `refs`; None for Keras 2 calls, which store no shapes
     tensors: list[dict[str, Any]] | None
-    args: list[Any] | None  # Keras 3 positional args (constants of raw ops); else None
+    # constant arguments: Keras 3 positional args that hold no tensor (raw keras.ops
+    # calls); Keras 2 non-tensor kwargs and constant entries (tf_keras TFOpLambda)
+    constants: list[Any]
     raw: Any
 
 
@@ -103,20 +105,46 @@ def _is_ref(value: Any) -> bool:
     )
 
 
-def _keras2_refs(node: Any, where: str) -> list[TensorRef]:
-    """`[[layer, node, tensor, {kwargs}], ...]`; tensors referenced inside the kwargs (tf_keras
-    TFOpLambda calls, e.g. `{"y": [layer, node, tensor]}`) follow the entry's own."""
-    refs: list[TensorRef] = []
-    if not isinstance(node, list | tuple):
+CONSTANT_ENTRY = "_CONSTANT_VALUE"  # tf_keras: a constant positional argument of a raw op
+
+
+def _keras2_entries(value: Any, where: str) -> Iterator[list[Any]]:
+    """The `[layer, node, tensor, {kwargs}]` entries of a call, in order: a call is a list
+    of them, or of lists of them (a raw op called with a list, e.g. tf.concat)."""
+    if not isinstance(value, list | tuple):
         raise InvalidModel(f"layer '{where}' has a call the config does not describe as a list")
-    for item in node:
-        if not (isinstance(item, list | tuple) and len(item) >= 3 and isinstance(item[0], str)):
+    for item in value:
+        if isinstance(item, list | tuple) and item and isinstance(item[0], str):
+            if len(item) < 3:
+                raise InvalidModel(f"layer '{where}' has a call entry without node and tensor")
+            yield list(item)
+        elif isinstance(item, list | tuple):
+            yield from _keras2_entries(item, where)
+        else:
             raise InvalidModel(f"layer '{where}' has a call entry that names no layer: {item!r}")
-        refs.append((item[0], int(item[1]), int(item[2])))
+
+
+def _keras2_node(node: Any, where: str) -> tuple[list[TensorRef], list[Any]]:
+    """The tensors a Keras 2 call reads, and its constant arguments. tf_keras also puts
+    `[layer, node, tensor]` references inside the kwargs (TFOpLambda calls, e.g. `{"y":
+    [layer, node, tensor]}`); those follow the entry's own tensor."""
+    refs: list[TensorRef] = []
+    constants: list[Any] = []
+    if isinstance(node, list | tuple) and node and isinstance(node[0], str):
+        node = [node]  # tf_keras writes a one-tensor TFOpLambda call as the bare entry
+    for item in _keras2_entries(node, where):
+        if item[0] == CONSTANT_ENTRY:
+            constants.append(item[2])
+        else:
+            refs.append((item[0], int(item[1]), int(item[2])))
         kwargs = item[3] if len(item) > 3 else None
         if isinstance(kwargs, dict):
-            refs.extend((v[0], int(v[1]), int(v[2])) for v in kwargs.values() if _is_ref(v))
-    return refs
+            for key, v in kwargs.items():
+                if _is_ref(v):
+                    refs.append((v[0], int(v[1]), int(v[2])))
+                elif key != "name":
+                    constants.append(v)
+    return refs, constants
 
 
 def parse_node(raw: Any, where: str) -> NodeSpec:
@@ -129,8 +157,12 @@ def parse_node(raw: Any, where: str) -> NodeSpec:
                 raise InvalidModel(f"layer '{where}' reads a tensor with no producing layer")
             refs.append((history[0], int(history[1]), int(history[2])))
         args = raw.get("args")
-        return NodeSpec(refs, tensors, list(args) if isinstance(args, list) else None, raw)
-    return NodeSpec(_keras2_refs(raw, where), None, None, raw)
+        constants = (
+            [a for a in args if not list(iter_keras_tensors(a))] if isinstance(args, list) else []
+        )
+        return NodeSpec(refs, tensors, constants, raw)
+    refs, constants = _keras2_node(raw, where)
+    return NodeSpec(refs, None, constants, raw)
 
 
 def layer_name(entry: dict[str, Any]) -> str:
@@ -218,9 +250,10 @@ def dialect(model: dict[str, Any]) -> Dialect:
         if found or not isinstance(value, dict):
             return
         config = value.get("config")
-        if not isinstance(config, dict):
+        layers = config.get("layers") if isinstance(config, dict) else config
+        if not isinstance(layers, list):
             return
-        for raw in config.get("layers") or []:
+        for raw in layers:
             if not isinstance(raw, dict):
                 continue
             nodes = raw.get("inbound_nodes") or []

@@ -92,6 +92,24 @@ class _Scope:
     tensors: dict[TensorRef, Layout] = field(default_factory=dict)
     shapes: dict[TensorRef, Shape] = field(default_factory=dict)
     time_distributed: set[TensorRef] = field(default_factory=set)
+    node_offsets: dict[str, int] = field(default_factory=dict)  # nested models, see below
+
+
+def nested_node_offsets(spec: ModelSpec) -> dict[str, int]:
+    """How a nested model's calls are numbered in the references to its outputs.
+
+    Keras 2 keeps a nested model's own first node (its input linked to its output) out
+    of the config but not out of the numbering: its k-th call in `inbound_nodes` is
+    node k + 1 to the layers reading it (Keras 2.2.4 for every nested model, tf_keras
+    for those built on an InputLayer). Keras 3 numbers from 0. Which one a config
+    uses shows in the references: one past the last call means the offset."""
+    nested = {e.name: len(e.nodes) for e in spec.layers if e.class_name in NESTED_MODEL_CLASSES}
+    highest: dict[str, int] = {}
+    refs = [ref for e in spec.layers for node in e.nodes for ref in node.refs] + spec.outputs
+    for name, node, _ in refs:
+        if name in nested:
+            highest[name] = max(highest.get(name, -1), node)
+    return {name: 1 if highest.get(name, -1) >= calls else 0 for name, calls in nested.items()}
 
 
 class _Walker:
@@ -284,7 +302,7 @@ class _Walker:
         bound: list[Layout] | None,
         bound_shapes: list[Shape] | None,
     ) -> tuple[list[Layout], list[Shape]]:
-        scope = _Scope(prefix, spec)
+        scope = _Scope(prefix, spec, node_offsets=nested_node_offsets(spec))
         if bound is not None and len(bound) != len(spec.inputs):
             raise InvalidModel(
                 f"nested model '{prefix[:-1]}' is called with {len(bound)} inputs, it has "
@@ -378,7 +396,7 @@ class _Walker:
                 self.input_shape_sites(entry.entry, in_layouts, in_td)
                 if rec.inner is not None:
                     self.input_shape_sites(rec.inner.entry, in_layouts)
-            call = Call(in_layouts, in_shapes, args=node.args)
+            call = Call(in_layouts, in_shapes, constants=node.constants)
             stored: list[Shape] = []
             while (entry.name, node_index, len(stored)) in scope.spec.stored_shapes:
                 stored.append(scope.spec.stored_shapes[(entry.name, node_index, len(stored))])
@@ -390,8 +408,9 @@ class _Walker:
                     f"layer '{path}' ({entry.class_name}) has {len(out_shapes)} outputs in "
                     f"the config, the pruner made {len(outs)}"
                 )
+        numbered = node_index + scope.node_offsets.get(entry.name, 0)
         for i, (layout, shape) in enumerate(zip(outs, out_shapes, strict=True)):
-            ref = (entry.name, node_index, i)
+            ref = (entry.name, numbered, i)
             scope.tensors[ref] = layout
             scope.shapes[ref] = shape
             if produced_td:

@@ -5,16 +5,13 @@ from __future__ import annotations
 from prunejob_contract.errors import UnsupportedLayer
 from pruner.core.graph import Call, ChannelGraph, LayerKind, LayerRecord, Layout, concat_layouts
 from pruner.core.kinds.common import is_channel_axis
-from pruner.core.modelconfig import Shape, iter_keras_tensors
+from pruner.core.modelconfig import Shape
 from pruner.core.shapes import ShapeUnknown, broadcast
 
 
 def _has_array_constant(call: Call) -> bool:
     """A non-scalar constant argument (e.g. `x * [..per channel..]`) pins the channels."""
-    if call.args is None:
-        return False
-    args = [a for a in call.args if not list(iter_keras_tensors(a))]
-    return any(isinstance(a, list | tuple | dict) for a in args)
+    return any(isinstance(a, list | tuple | dict) for a in call.constants)
 
 
 class ElementwiseMerge(LayerKind):

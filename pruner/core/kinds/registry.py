@@ -28,6 +28,7 @@ from pruner.core.kinds.passthrough import (
 )
 from pruner.core.kinds.producers import Depthwise, Producer, SeparableConv, TransposedConv
 from pruner.core.kinds.reshapes import FlattenKind, PermuteKind, ReshapeKind
+from pruner.core.kinds.tfops import TFOpLambdaKind
 from pruner.core.kinds.wrappers import TimeDistributedKind
 
 KINDS: tuple[type[LayerKind], ...] = (
@@ -56,6 +57,7 @@ KINDS: tuple[type[LayerKind], ...] = (
     LambdaKind,
     EmbeddingKind,
     TimeDistributedKind,
+    TFOpLambdaKind,
 )
 
 

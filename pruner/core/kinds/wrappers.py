@@ -54,7 +54,7 @@ class TimeDistributedKind(LayerKind):
             call.in_layouts,
             [drop_time(s) for s in call.in_shapes],
             out_shapes=[drop_time(s) for s in call.out_shapes],
-            args=call.args,
+            constants=call.constants,
         )
 
     def declared_weights(self, rec: LayerRecord) -> list[str]:

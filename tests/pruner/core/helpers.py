@@ -73,6 +73,18 @@ def saved(path: Path, loader: Any = None) -> tuple[Config, Weights]:
     return config, weights_of(load(path))
 
 
+def build_k2(config: Config, weights: Weights, custom_objects: Any = None) -> Any:
+    """A tf_keras model from a Keras 2 config and weights (what tf_keras makes of a file)."""
+    import tf_keras  # lazy: only the Keras 2 tests need it
+
+    model = tf_keras.models.model_from_json(json.dumps(config), custom_objects=custom_objects)
+    layers = dict(walk(model))
+    for path, values in weights.items():
+        if values:
+            layers[path].set_weights(values)
+    return model
+
+
 def run(model: Any, inputs: np.ndarray) -> np.ndarray:
     out = model(inputs, training=False)
     out = out[0] if isinstance(out, list | tuple) else out

@@ -25,6 +25,7 @@ from pruner.core.counting import count_flops, count_params
 from pruner.core.masking import mask_removed_filters
 from pruner.core.plan import prepare
 from pruner.core.surgery import apply_plan
+from pruner.core.walk import build_graph
 from tests.pruner.core.helpers import live, randomize, run, walk, zero_quarter
 
 TINY = PruneSettings(threshold=1e-4, granularity=1, min_num_filters=1)
@@ -115,6 +116,16 @@ def test_outputs_unchanged(family: dict[str, Any]) -> None:
         assert pruned.count_params() < 0.8 * model.count_params()
     else:
         assert diff <= 1e-4 * max(1.0, reference), diff
+
+
+@pytest.mark.timeout(600)
+def test_inferred_shapes_are_the_stored_ones(family: dict[str, Any]) -> None:
+    """Keras 3 stores the shape of every tensor a layer reads: inference must agree."""
+    graph = build_graph(family["config"], family["weights"], strict_shapes=True)
+    outputs = [rec.calls[-1].out_shapes[0] for rec in graph.records.values() if rec.calls]
+    assert len(outputs) > 20
+    pruned_config, pruned_weights = family["new"]
+    build_graph(pruned_config, pruned_weights, strict_shapes=True)  # rewritten ones too
 
 
 @pytest.mark.timeout(600)

@@ -25,7 +25,7 @@ from pruner.core.dialect import keras2_output_edits, keras3_config
 from pruner.core.modelconfig import dialect
 from pruner.core.plan import prepare
 from pruner.core.surgery import apply_plan
-from tests.pruner.core.helpers import live, live_k2, randomize, run, zero_quarter
+from tests.pruner.core.helpers import build_k2, live, live_k2, randomize, run, zero_quarter
 
 tf_keras = pytest.importorskip("tf_keras")
 L = tf_keras.layers
@@ -42,9 +42,7 @@ def keras3_legacy_build(config: dict[str, Any], weights: dict[str, list[np.ndarr
 
 
 def tf_keras_build(config: dict[str, Any], weights: dict[str, list[np.ndarray]]) -> Any:
-    model = tf_keras.models.model_from_json(json.dumps(config))
-    set_weights(model, weights)
-    return model
+    return build_k2(config, weights)
 
 
 def set_weights(model: Any, weights: dict[str, list[np.ndarray]]) -> None:
@@ -202,6 +200,8 @@ def test_dialects_are_told_apart() -> None:
     assert dialect(k2_seq) == "keras2"
     k3_seq = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     assert dialect(live(k3_seq)[0]) == "keras3"
+    old_seq = {"class_name": "Sequential", "config": k2_seq["config"]["layers"]}  # Keras <= 2.1
+    assert dialect(old_seq) == "keras2"
 
 
 def test_thresholded_relu_builds_in_keras3_for_verify() -> None:

@@ -22,7 +22,7 @@ from prunejob_contract.settings import PruneSettings
 from pruner.core.build import build_model
 from pruner.core.plan import prepare
 from pruner.core.surgery import apply_plan
-from tests.pruner.core.helpers import live, live_k2, randomize, run, walk
+from tests.pruner.core.helpers import build_k2, live, live_k2, randomize, run, walk
 
 TINY = PruneSettings(threshold=1e-4, granularity=1, min_num_filters=1)
 
@@ -188,6 +188,74 @@ def test_a_keras2_lambda_without_an_output_shape_is_named() -> None:
     settings = PruneSettings(excluded_layers=("lam",))
     with pytest.raises(InvalidModel, match=r"'lam' \(Lambda\).*give the Lambda an output_shape"):
         prepare(config, weights, settings)
+
+
+def test_tf_keras_nested_models_number_their_calls_from_one() -> None:
+    """Keras 2 counts a nested model's own first node: the layers after it read node 1."""
+    tf_keras = pytest.importorskip("tf_keras")
+    L = tf_keras.layers
+    inner_in = tf_keras.Input((8, 8, 6))
+    y = L.BatchNormalization(name="inner_bn")(L.Conv2D(5, 1, name="inner_conv")(inner_in))
+    inner = tf_keras.Model(inner_in, L.ReLU()(y), name="inner")
+    seq = tf_keras.Sequential([tf_keras.Input((8, 8, 5)), L.Conv2D(4, 1, name="seq_conv")],
+                              name="seq")  # fmt: skip
+    inp = tf_keras.Input((8, 8, 3))
+    x = seq(inner(L.Conv2D(6, 3, padding="same", name="outer_conv")(inp)))
+    model = tf_keras.Model(inp, L.Conv2D(2, 1, name="head")(x))
+    randomize(model, seed=3)
+    zero(model, "outer_conv", [0])
+    zero(model, "inner/inner_conv", [3])
+    zero(model, "seq/seq_conv", [1])
+    config, weights = live_k2(model)
+    consumers = {e["name"]: e["inbound_nodes"] for e in config["config"]["layers"]}
+    assert consumers["seq"] == [[["inner", 1, 0, {}]]]  # node 1: the first call of inner
+    plan = prepare(config, weights, TINY).plan()
+    assert {lp.name: lp.kept for lp in plan.layers} == {
+        "outer_conv": all_but(6, [0]), "inner/inner_conv": all_but(5, [3]),
+        "seq/seq_conv": all_but(4, [1]), "head": [0, 1]}  # fmt: skip
+    new_config, new_weights = apply_plan(config, weights, plan)
+    assert new_weights["inner/inner_bn"][0].shape == (4,)
+    inputs = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32")
+    got = run(build_k2(new_config, new_weights), inputs)
+    np.testing.assert_allclose(got, run(model, inputs), rtol=1e-5, atol=1e-5)
+
+
+def test_tf_keras_raw_ops_prune_like_the_layers_they_mean() -> None:
+    """TFOpLambda: `a + b` ties a and b, `x * 3.0` and tf.nn.relu6 pass channels through."""
+    tf_keras = pytest.importorskip("tf_keras")
+    tf = pytest.importorskip("tensorflow")
+    L = tf_keras.layers
+    inp = tf_keras.Input((6, 6, 3))
+    a = L.Conv2D(8, 3, padding="same", name="a")(inp)
+    b = L.Conv2D(8, 1, name="b")(inp)
+    x = tf.nn.relu6((a + b) * 3.0)
+    x = 2.0 * x - tf.math.tanh(a)  # f(0) = 0: removed channels stay zero
+    model = tf_keras.Model(inp, L.Conv2D(2, 1, name="head")(x))
+    randomize(model, seed=8)
+    zero(model, "a", [1, 4])
+    zero(model, "b", [4, 6])
+    config, weights = live_k2(model)
+    functions = sorted(e["config"]["function"] for e in config["config"]["layers"]
+                       if e["class_name"] == "TFOpLambda")  # fmt: skip
+    assert functions == ["__operators__.add", "math.multiply", "math.multiply",
+                         "math.subtract", "math.tanh", "nn.relu6"]  # fmt: skip
+    plan = prepare(config, weights, TINY).plan()
+    kept = {lp.name: lp.kept for lp in plan.layers}
+    assert kept["a"] == kept["b"] == all_but(8, [4])
+    new_config, new_weights = apply_plan(config, weights, plan)
+    inputs = np.random.default_rng(1).normal(size=(2, 6, 6, 3)).astype("float32")
+    got = run(build_k2(new_config, new_weights), inputs)
+    np.testing.assert_allclose(got, run(model, inputs), rtol=1e-5, atol=1e-5)
+
+
+def test_a_tf_keras_raw_op_the_pruner_does_not_know_is_named() -> None:
+    tf_keras = pytest.importorskip("tf_keras")
+    tf = pytest.importorskip("tensorflow")
+    inp = tf_keras.Input((6, 6, 3))
+    x = tf.reshape(tf_keras.layers.Conv2D(8, 1, name="a")(inp), (-1, 36, 8))
+    config, weights = live_k2(tf_keras.Model(inp, x))
+    with pytest.raises(UnsupportedLayer, match=r"'tf.reshape' is the TensorFlow op tf.reshape"):
+        prepare(config, weights, TINY)
 
 
 # --- weights that do not match the config --------------------------------------------------
