@@ -22,7 +22,8 @@ from pathlib import Path
 import aiohttp
 import kmock
 
-from devcluster.cluster import BackgroundLoop, new_api_server, start_http, stop_http
+from devcluster.apiserver.server import new_api_server, start_http, stop_http
+from devcluster.loop import BackgroundLoop
 
 CRD = Path(__file__).resolve().parent.parent / "tests" / "devcluster" / "data" / "widgets.yaml"
 BASE = "/apis/example.com/v1/namespaces/default/widgets"

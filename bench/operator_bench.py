@@ -21,9 +21,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "operator"))
 
-from operator_harness import JOBS, PJ, JobController, Kube, OperatorProcess, prunejob  # noqa: E402
+from operator_harness import JOBS, PJ, JobController, Kube, prunejob  # noqa: E402
 
 from devcluster.cluster import LocalCluster  # noqa: E402
+from devcluster.stack import dev_stack  # noqa: E402
 from prunejob_contract.termination import success_message  # noqa: E402
 
 REPORT = {
@@ -69,49 +70,45 @@ def main(argv: list[str] | None = None) -> int:
 
     with (
         tempfile.TemporaryDirectory() as tmp,
-        LocalCluster(crd_paths=[REPO / "crds"], run_pods=False) as cluster,
+        dev_stack(
+            workdir=Path(tmp),
+            cluster=LocalCluster(crd_paths=[REPO / "crds"], run_pods=False),
+            s3=False,
+        ) as stack,
     ):
-        kube = Kube(cluster.url)
+        kube = Kube(stack.cluster.url)
         kube.namespace("ml")
-        operator = OperatorProcess(cluster.kubeconfig_path, Path(tmp) / "operator.log").start()
-        try:
-            time.sleep(2)  # operator start-up is not part of the measurement
-            assert operator.process is not None
-            pid = operator.process.pid
-            cpu_before = cpu_seconds(pid)
-            started = time.monotonic()
-            with concurrent.futures.ThreadPoolExecutor(8) as pool:
-                list(
-                    pool.map(lambda i: kube.create(PJ, prunejob(f"pj-{i:04d}")), range(args.count))
-                )
-            created = time.monotonic() - started
-            print(f"created {args.count} PruneJobs in {created:.1f}s", file=sys.stderr)
-            to_jobs = (
-                wait_count("Jobs", args.count, lambda: len(kube.items(JOBS)), args.timeout)
-                + created
+        operator = stack.operator
+        assert operator is not None and operator.pid is not None
+        time.sleep(2)  # operator start-up is not part of the measurement
+        pid = operator.pid
+        cpu_before = cpu_seconds(pid)
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda i: kube.create(PJ, prunejob(f"pj-{i:04d}")), range(args.count)))
+        created = time.monotonic() - started
+        print(f"created {args.count} PruneJobs in {created:.1f}s", file=sys.stderr)
+        to_jobs = (
+            wait_count("Jobs", args.count, lambda: len(kube.items(JOBS)), args.timeout) + created
+        )
+        print(f"{args.count} Jobs after {to_jobs:.1f}s", file=sys.stderr)
+
+        message = success_message(REPORT)
+        controller = JobController(kube)
+        marking = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda job: controller.succeed(job, message), kube.items(JOBS)))
+        marked = time.monotonic() - marking
+        print(f"marked {args.count} Jobs done in {marked:.1f}s", file=sys.stderr)
+
+        def succeeded() -> int:
+            return sum(
+                1 for pj in kube.items(PJ) if (pj.get("status") or {}).get("phase") == "Succeeded"
             )
-            print(f"{args.count} Jobs after {to_jobs:.1f}s", file=sys.stderr)
 
-            message = success_message(REPORT)
-            controller = JobController(kube)
-            marking = time.monotonic()
-            with concurrent.futures.ThreadPoolExecutor(8) as pool:
-                list(pool.map(lambda job: controller.succeed(job, message), kube.items(JOBS)))
-            marked = time.monotonic() - marking
-            print(f"marked {args.count} Jobs done in {marked:.1f}s", file=sys.stderr)
-
-            def succeeded() -> int:
-                return sum(
-                    1
-                    for pj in kube.items(PJ)
-                    if (pj.get("status") or {}).get("phase") == "Succeeded"
-                )
-
-            to_succeeded = wait_count("Succeeded", args.count, succeeded, args.timeout) + marked
-            cpu = cpu_seconds(pid) - cpu_before
-            rss = peak_rss_mb(pid)
-        finally:
-            operator.stop()
+        to_succeeded = wait_count("Succeeded", args.count, succeeded, args.timeout) + marked
+        cpu = cpu_seconds(pid) - cpu_before
+        rss = peak_rss_mb(pid)
 
     print(f"prunejobs                      {args.count}")
     print(

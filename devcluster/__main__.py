@@ -5,41 +5,37 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import shutil
 import signal
 import sys
 import tempfile
 from pathlib import Path
 
-from devcluster.cluster import ClusterError, new_api_server, start_http, stop_http
+from devcluster.apiserver.resources import CrdError
+from devcluster.apiserver.server import ServeError, new_api_server, start_http, stop_http
 from devcluster.kubeconfig import write_kubeconfig
-from devcluster.resources import CrdError
+from devcluster.runner.podrunner import PodRunner
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m devcluster",
-        description="Local Kubernetes API emulator (kmock + API-server semantics) and pod runner.",
+        description="Local Kubernetes API server and pod runner, for development.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve the API (and run pods) until interrupted")
+
+    def repeatable(flag: str, metavar: str, what: str) -> None:
+        serve.add_argument(
+            flag, action="append", default=[], metavar=metavar, help=f"{what} (repeatable)"
+        )
+
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
-    serve.add_argument(
-        "--crd",
-        action="append",
-        default=[],
-        metavar="PATH",
-        help="CRD YAML file or folder to register (repeatable)",
-    )
+    repeatable("--crd", "PATH", "CRD YAML file or folder to register")
     serve.add_argument("--kubeconfig", type=Path, help="where to write the kubeconfig")
     serve.add_argument("--gpus", type=int, default=8, help="nvidia.com/gpu of the fake node")
-    serve.add_argument(
-        "--node-label",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="label of the fake node (repeatable)",
-    )
+    repeatable("--node-label", "KEY=VALUE", "label of the fake node")
     serve.add_argument("--no-pods", action="store_true", help="do not run the pod runner")
     serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
@@ -62,14 +58,12 @@ async def _serve(args: argparse.Namespace) -> int:
         return 2
     try:
         runner, url = await start_http(server, args.host, args.port)
-    except ClusterError as exc:
+    except ServeError as exc:
         print(f"devcluster: {exc}", file=sys.stderr)
         return 1
     kubeconfig = write_kubeconfig(args.kubeconfig or workdir / "kubeconfig", url)
     pod_runner = None
     if not args.no_pods:
-        from devcluster.podrunner import PodRunner
-
         pod_runner = PodRunner(url, gpus=args.gpus, node_labels=node_labels, log_dir=log_dir)
         await pod_runner.start()
     print(url, flush=True)
@@ -83,8 +77,6 @@ async def _serve(args: argparse.Namespace) -> int:
     if pod_runner is not None:
         await pod_runner.stop()
     await stop_http(server, runner)
-    import shutil
-
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

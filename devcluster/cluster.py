@@ -6,95 +6,27 @@ machine: no extra interpreter), or in the foreground with ``python -m devcluster
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import os
 import shutil
 import tempfile
-import threading
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from concurrent.futures import Future
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
 import aiohttp.web
 
-from devcluster.apiserver import DevApiServer
+from devcluster.apiserver.server import ApiServer, new_api_server, start_http, stop_http
 from devcluster.kubeconfig import api_client, write_kubeconfig
-from devcluster.resources import load_crds
+from devcluster.loop import BackgroundLoop
+from devcluster.runner.podrunner import PodRunner
 
 if TYPE_CHECKING:
     import kubernetes.client
 
-    from devcluster.podrunner import PodRunner
-
 log = logging.getLogger("devcluster")
 T = TypeVar("T")
-
-
-class ClusterError(RuntimeError):
-    """The cluster could not start (port in use, bad CRD file...); the message says what to do."""
-
-
-class BackgroundLoop:
-    """An asyncio event loop in a daemon thread; ``call`` runs a coroutine there and waits."""
-
-    def __init__(self, name: str) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
-
-    def call(self, factory: Callable[[], Awaitable[T]], timeout: float | None = 30) -> T:
-        async def runner() -> T:
-            return await factory()
-
-        future: Future[T] = asyncio.run_coroutine_threadsafe(runner(), self.loop)
-        return future.result(timeout)
-
-    def close(self) -> None:
-        if self.loop.is_closed():
-            return
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=10)
-        if not self._thread.is_alive():
-            self.loop.close()
-
-
-async def start_http(
-    server: DevApiServer, host: str = "127.0.0.1", port: int = 0
-) -> tuple[aiohttp.web.BaseRunner, str]:
-    """Serve the API on ``host:port`` (0 = a free port); returns the runner and the URL."""
-    web_server = aiohttp.web.Server(server, handler_cancellation=True)
-    runner = aiohttp.web.ServerRunner(web_server, shutdown_timeout=2.0)
-    await runner.setup()
-    site = aiohttp.web.TCPSite(runner, host, port)
-    try:
-        await site.start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise ClusterError(
-            f"cannot listen on {host}:{port} ({exc.strerror}): pick another --port or 0 for any"
-        ) from exc
-    bound_host, bound_port = runner.addresses[0][:2]
-    return runner, f"http://{bound_host}:{bound_port}"
-
-
-async def stop_http(server: DevApiServer, runner: aiohttp.web.BaseRunner) -> None:
-    server.stop_watches()
-    await runner.cleanup()
-
-
-def new_api_server(
-    crd_paths: Iterable[str | Path] = (), *, log_dir: Path | None = None
-) -> DevApiServer:
-    server = DevApiServer(log_dir=log_dir)
-    for crd in load_crds(crd_paths):
-        server.register_crd(crd)
-    return server
 
 
 class LocalCluster:
@@ -134,7 +66,7 @@ class LocalCluster:
         self._loop: BackgroundLoop | None = None
         self._runner: aiohttp.web.BaseRunner | None = None
         self._pod_runner: PodRunner | None = None
-        self.server: DevApiServer | None = None
+        self.server: ApiServer | None = None
         self.url = ""
         self.kubeconfig_path = Path()
 
@@ -164,8 +96,6 @@ class LocalCluster:
                 self._requested_kubeconfig or self._workdir / "kubeconfig", self.url
             )
             if self._run_pods:
-                from devcluster.podrunner import PodRunner
-
                 self._pod_runner = PodRunner(
                     self.url,
                     gpus=self._gpus,
@@ -179,7 +109,7 @@ class LocalCluster:
             self.stop()
             raise
 
-    async def _async_new_server(self, log_dir: Path) -> DevApiServer:
+    async def _async_new_server(self, log_dir: Path) -> ApiServer:
         return new_api_server(self._crd_paths, log_dir=log_dir)
 
     def stop(self) -> None:
@@ -205,13 +135,11 @@ class LocalCluster:
         return api_client(self.kubeconfig_path)
 
     def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
-        import os
-
         env = dict(os.environ if base is None else base)
         env["KUBECONFIG"] = str(self.kubeconfig_path)
         return env
 
-    def call_in_server(self, function: Callable[[DevApiServer], T]) -> T:
+    def call_in_server(self, function: Callable[[ApiServer], T]) -> T:
         """Run ``function(server)`` inside the server's loop (thread-safe inspection)."""
         assert self._loop is not None and self.server is not None, "cluster is not running"
         server = self.server

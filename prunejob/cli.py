@@ -47,7 +47,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "prunejob.demo:main",
         "run the whole system locally and prune a model three times",
         extra="dev",
-        requires=("kmock", "moto", "tensorflow"),
+        requires=("aiohttp", "moto", "tensorflow"),
     ),
 }
 

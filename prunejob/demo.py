@@ -17,15 +17,21 @@ import itertools
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from prunejob_contract.arguments import OneLineParser
+from prunejob_contract.errors import InvalidArgument
+from prunejob_operator import models
+from prunejob_operator.crd import render_crd
+
+if TYPE_CHECKING:
+    from devcluster.stack import Stack
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
 
@@ -55,8 +61,6 @@ class Progress:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from prunejob_contract.arguments import OneLineParser
-
     parser = OneLineParser(
         prog="prunejob demo",
         description=(
@@ -114,7 +118,7 @@ def check_dependencies() -> None:
         ("keras", "pruner"),
         ("kopf", "operator"),
         ("kubernetes", "operator"),
-        ("kmock", "devcluster"),
+        ("aiohttp", "devcluster"),
         ("moto", "devcluster"),
     ):
         if importlib.util.find_spec(module) is None:
@@ -126,41 +130,11 @@ def check_dependencies() -> None:
         )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def crd_file(directory: Path) -> Path:
     """The PruneJob CRD, generated from the models (works from a wheel as well)."""
-    from prunejob_operator.crd import render_crd
-
     path = directory / "prunejob-crd.yaml"
     path.write_text(render_crd())
     return path
-
-
-@contextlib.contextmanager
-def s3_server(endpoint: str | None, progress: Progress) -> Iterator[str]:
-    if endpoint:
-        progress(f"using S3 at {endpoint}")
-        yield endpoint
-        return
-    import logging
-
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    progress(f"S3 (moto) listening on http://127.0.0.1:{port}")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 def s3_credentials() -> dict[str, str]:
@@ -172,7 +146,7 @@ def s3_credentials() -> dict[str, str]:
 
 
 def s3_client(endpoint: str) -> Any:
-    import boto3
+    import boto3  # lazy: heavy, and only needed once the demo runs
 
     creds = s3_credentials()
     return boto3.client(
@@ -187,6 +161,7 @@ def s3_client(endpoint: str) -> Any:
 def upload_encrypted_model(
     endpoint: str, passphrase: str, workdir: Path, progress: Progress
 ) -> str:
+    # Lazy: the model needs TensorFlow (the pruner extra), which --help must not load.
     from prunejob.demo_model import build_demo_model, train_demo_model
     from pruner.io.age import encrypt_stream
 
@@ -211,40 +186,32 @@ def upload_encrypted_model(
 
 
 @contextlib.contextmanager
-def operator_process(kubeconfig: Path, log_path: Path, progress: Progress) -> Iterator[None]:
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "prunejob",
-        "operator",
-        "--all-namespaces",
-        "--worker-image",
-        DEMO_IMAGE,
-    ]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    progress(f"operator started (pid {process.pid}, log {log_path})")
+def local_system(args: argparse.Namespace, workdir: Path, progress: Progress) -> Iterator[Stack]:
+    """S3 (moto, or --s3-endpoint), the local cluster and `prunejob operator`, all stopped
+    again when the block ends."""
+    # Lazy, after check_dependencies(): the stack needs the devcluster extra.
+    from devcluster.cluster import LocalCluster
+    from devcluster.stack import DISPATCHER_OPERATOR_COMMAND, StackError, dev_stack
+
+    cluster = LocalCluster(crd_paths=[crd_file(workdir)], kubeconfig_path=args.kubeconfig)
     try:
-        yield
-        if process.poll() is not None:
-            raise DemoError(f"the operator exited with code {process.returncode}; see {log_path}")
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        with dev_stack(
+            workdir=workdir,
+            cluster=cluster,
+            s3_endpoint=args.s3_endpoint,
+            operator_args=("--all-namespaces", "--worker-image", DEMO_IMAGE),
+            operator_command=DISPATCHER_OPERATOR_COMMAND,
+            progress=progress,
+        ) as running:
+            yield running
+    except StackError as err:  # the operator died while the demo ran
+        raise DemoError(str(err)) from err
 
 
 def prunejob_manifest(name: str, model_uri: str, threshold: float, endpoint: str) -> dict:
     return {
-        "apiVersion": "prunejob.io/v1alpha1",
-        "kind": "PruneJob",
+        "apiVersion": models.API_VERSION,
+        "kind": models.KIND,
         "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"app": "prunejob-demo"}},
         "spec": {
             "model": model_uri,
@@ -265,7 +232,7 @@ def prunejob_manifest(name: str, model_uri: str, threshold: float, endpoint: str
 
 
 def create_secrets(core: Any, passphrase: str) -> None:
-    from kubernetes import client
+    from kubernetes import client  # lazy: the operator extra, checked by check_dependencies()
 
     for name, data in (
         (KEY_SECRET, {"passphrase": passphrase}),
@@ -290,7 +257,7 @@ def wait_for_prunejobs(
     while True:
         for name in names:
             obj = custom.get_namespaced_custom_object(
-                "prunejob.io", "v1alpha1", NAMESPACE, "prunejobs", name
+                models.GROUP, models.VERSION, NAMESPACE, models.PLURAL, name
             )
             status = obj.get("status") or {}
             statuses[name] = status
@@ -351,21 +318,18 @@ def run_demo(args: argparse.Namespace, progress: Progress) -> int:
     import yaml
 
     check_dependencies()
+    # Lazy, after the check: devcluster needs its extra, the Kubernetes client the operator's.
     from kubernetes import client
 
-    from devcluster.cluster import LocalCluster
+    from devcluster.stack import interrupt_on_sigterm
 
     passphrase = DEMO_KEY
-    with contextlib.ExitStack() as stack:
+    # SIGTERM (a supervisor, a test's timeout) cleans up like Ctrl-C does.
+    with interrupt_on_sigterm(), contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="prunejob-demo-")))
-        endpoint = stack.enter_context(s3_server(args.s3_endpoint, progress))
-        cluster = stack.enter_context(
-            LocalCluster(crd_paths=[crd_file(workdir)], kubeconfig_path=args.kubeconfig)
-        )
-        progress(f"local cluster API at {cluster.url} (kubeconfig {cluster.kubeconfig_path})")
-        stack.enter_context(
-            operator_process(cluster.kubeconfig_path, workdir / "operator.log", progress)
-        )
+        running = stack.enter_context(local_system(args, workdir, progress))
+        endpoint, cluster = running.s3_endpoint, running.cluster
+        assert endpoint is not None
         model_uri = upload_encrypted_model(endpoint, passphrase, workdir, progress)
 
         api = cluster.api_client()
@@ -375,10 +339,10 @@ def run_demo(args: argparse.Namespace, progress: Progress) -> int:
         thresholds = {job_name_for(t): t for t in args.thresholds}
         for name, threshold in thresholds.items():
             custom.create_namespaced_custom_object(
-                "prunejob.io",
-                "v1alpha1",
+                models.GROUP,
+                models.VERSION,
                 NAMESPACE,
-                "prunejobs",
+                models.PLURAL,
                 prunejob_manifest(name, model_uri, threshold, endpoint),
             )
             progress(f"applied prunejob/{name} (-pth {threshold:g})")
@@ -422,16 +386,12 @@ def run_demo(args: argparse.Namespace, progress: Progress) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from prunejob_contract.errors import InvalidArgument
-
     try:
         args = parse_args(argv)
     except InvalidArgument as err:
         print(f"prunejob demo: error: {err}", file=sys.stderr)
         return err.exit_code
     progress = Progress()
-    # SIGTERM (a supervisor, a test's timeout) cleans up like Ctrl-C does.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         return run_demo(args, progress)
     except DemoError as err:

@@ -10,7 +10,7 @@ import sys
 
 from prunejob_contract.arguments import OneLineParser
 from prunejob_contract.errors import InvalidArgument, PrunejobError
-from prunejob_operator import settings
+from prunejob_operator import connection, settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,23 +88,15 @@ def config_from_args(
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
 
-def kubernetes_config_problem() -> str | None:
-    """Why no cluster can be reached, checked before kopf starts (kopf would log a
-    traceback per login attempt first); None when in-cluster or kubeconfig config loads."""
-    import kubernetes
-
+def load_connection() -> tuple[connection.Connection | None, str | None]:
+    """The API server to talk to, or why none can be reached — checked before kopf
+    starts (kopf would log a traceback per login attempt first)."""
     try:
-        kubernetes.config.load_incluster_config()
-        return None
-    except kubernetes.config.ConfigException:
-        pass
-    try:
-        kubernetes.config.load_kube_config()
-        return None
+        return connection.load(), None
     except Exception as err:  # bad YAML, missing file, unknown auth plugin: all one message
         detail = str(err).splitlines()[0] if str(err) else type(err).__name__
         where = os.environ.get("KUBECONFIG", "~/.kube/config")
-        return (
+        return None, (
             f"no Kubernetes configuration: not in a pod, and kubeconfig {where} is unusable "
             f"({detail}); set KUBECONFIG or run in a pod with a service account"
         )
@@ -117,8 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     except PrunejobError as err:
         print(f"prunejob operator: error: {err}", file=sys.stderr)
         return err.exit_code
-    settings.activate(config)
-    problem = kubernetes_config_problem()
+    server, problem = load_connection()
     if problem:
         print(f"prunejob operator: error: {problem}", file=sys.stderr)
         return 1
@@ -139,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             standalone=config.standalone,
             peering_name=None if config.standalone else config.peering,
             liveness_endpoint=config.liveness,
+            memo=kopf.Memo(config=config, connection=server),  # what handlers.configure reads
         )
     except KeyboardInterrupt:
         return 130

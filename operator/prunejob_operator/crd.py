@@ -1,9 +1,9 @@
-"""Generate `crds/prunejob.yaml` from the pydantic models.
+"""Generate the PruneJob CRD (`crds/prunejob.yaml`) from the pydantic models.
 
-    python -m prunejob_operator.crd            # print the CRD
-    python -m prunejob_operator.crd --write    # rewrite crds/prunejob.yaml
-    python -m prunejob_operator.crd --check    # exit 1 when the committed file is stale
-    python -m prunejob_operator.crd --reference  # print the spec/status field reference
+    python -m prunejob_operator.crd                # print the CRD
+    python -m prunejob_operator.crd --write [PATH] # write it (default crds/prunejob.yaml)
+    python -m prunejob_operator.crd --check [PATH] # exit 1 when that file is stale
+    python -m prunejob_operator.crd --reference    # print the spec/status field reference
 
 Pydantic emits JSON Schema (draft 2020-12); a CRD needs a *structural* OpenAPI v3
 schema: no $ref, no titles, no `anyOf` with null, `exclusiveMinimum` as a boolean,
@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from prunejob_operator import models
 
+# The default PATH: the committed CRD of the source checkout this module lives in.
 CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / "prunejob.yaml"
 
 PRINTER_COLUMNS: list[dict[str, Any]] = [
@@ -189,24 +190,30 @@ def render_reference() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m prunejob_operator.crd", description=__doc__)
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--write", action="store_true", help=f"rewrite {CRD_PATH}")
-    mode.add_argument("--check", action="store_true", help="exit 1 when the file is stale")
+    mode.add_argument(
+        "--write", nargs="?", const="", metavar="PATH", help=f"write the CRD (default {CRD_PATH})"
+    )
+    mode.add_argument(
+        "--check", nargs="?", const="", metavar="PATH", help="exit 1 when the file is stale"
+    )
     mode.add_argument("--reference", action="store_true", help="print a Markdown reference")
     args = parser.parse_args(argv)
     if args.reference:
         sys.stdout.write(render_reference())
         return 0
     text = render_crd()
-    if args.write:
-        CRD_PATH.parent.mkdir(parents=True, exist_ok=True)
-        CRD_PATH.write_text(text)
-        print(f"wrote {CRD_PATH}", file=sys.stderr)
-    elif args.check:
-        current = CRD_PATH.read_text() if CRD_PATH.exists() else ""
+    if args.write is not None:
+        target = Path(args.write) if args.write else CRD_PATH
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        print(f"wrote {target}", file=sys.stderr)
+    elif args.check is not None:
+        target = Path(args.check) if args.check else CRD_PATH
+        current = target.read_text() if target.exists() else ""
         if current != text:
             print(
-                f"prunejob: error: {CRD_PATH} is stale; run "
-                "`python -m prunejob_operator.crd --write`",
+                f"prunejob: error: {target} is stale; run "
+                f"`python -m prunejob_operator.crd --write {target}`",
                 file=sys.stderr,
             )
             return 1

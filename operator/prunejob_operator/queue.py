@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from prunejob_operator.status import JobSummary
+from prunejob_operator.records import JobSummary
 
 Order = tuple[str, str, str]
 

@@ -85,16 +85,3 @@ def from_env(environ: Mapping[str, str] | None = None) -> OperatorConfig:
     if value := get("WORKER_IMAGE"):
         changes["worker_image"] = value
     return dataclasses.replace(config, **changes)  # type: ignore[arg-type]
-
-
-_active = OperatorConfig()
-
-
-def activate(config: OperatorConfig) -> None:
-    """Set the configuration the handlers use (cli.main calls it before kopf runs)."""
-    global _active
-    _active = config
-
-
-def current() -> OperatorConfig:
-    return _active

@@ -1,7 +1,7 @@
 """Job + Pods state -> PruneJob status, conditions, reason codes and Events. Pure.
 
-The operator keeps slim summaries of the Jobs and Pods it watches (`JobSummary`,
-`PodSummary`); `derive()` turns them into an `Observation` (phase, reason, message,
+From the slim summaries of a Job and its Pods (`records.JobSummary`,
+`records.PodSummary`), `derive()` turns them into an `Observation` (phase, reason, message,
 results), and `build_status()` folds that into the previous status so a condition's
 `lastTransitionTime` only moves when the condition really changes.
 
@@ -23,13 +23,6 @@ from typing import Any
 
 from prunejob_contract.errors import PERMANENT_REASONS
 from prunejob_contract.termination import decode_message
-from prunejob_operator.manifests import (
-    ANNOTATION_OWNER,
-    ANNOTATION_QUEUED_AT,
-    CONTAINER_NAME,
-    LABEL_GENERATION,
-    LABEL_KUEUE_QUEUE,
-)
 from prunejob_operator.models import (
     BeforeAfter,
     Condition,
@@ -38,133 +31,13 @@ from prunejob_operator.models import (
     Phase,
     PruneJobStatus,
 )
+from prunejob_operator.records import JobSummary, PodSummary
 
 # Reasons that need someone to fix the environment; they are Warnings.
 BLOCKED_REASONS = frozenset({"SecretNotFound", "ImagePullBackOff", "Unschedulable"})
 IMAGE_PULL_REASONS = frozenset(
     {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 )
-
-
-@dataclass(frozen=True)
-class JobSummary:
-    """What the operator remembers of a Job (kept small: thousands live in memory)."""
-
-    namespace: str
-    name: str
-    owner: str
-    generation: int
-    suspended: bool
-    kueue: bool
-    queued_at: str
-    complete: bool = False
-    failed: bool = False
-    failed_reason: str = ""
-    failed_message: str = ""
-    start_time: str | None = None
-    completion_time: str | None = None
-    failed_pods: int = 0
-    backoff_limit: int = 6  # Kubernetes' default
-
-    @property
-    def finished(self) -> bool:
-        return self.complete or self.failed
-
-
-@dataclass(frozen=True)
-class PodSummary:
-    name: str
-    created: str
-    phase: str
-    start_time: str | None = None
-    unschedulable: str | None = None  # the scheduler's message
-    waiting_reason: str | None = None
-    waiting_message: str = ""
-    running: bool = False
-    exit_code: int | None = None
-    terminated_reason: str = ""
-    termination_message: str = ""
-    finished_at: str | None = None
-
-
-def summarize_job(body: dict[str, Any]) -> JobSummary | None:
-    """None for Jobs that are not ours (no owner annotation or generation label)."""
-    metadata = body.get("metadata", {})
-    labels = metadata.get("labels") or {}
-    annotations = metadata.get("annotations") or {}
-    owner = annotations.get(ANNOTATION_OWNER)
-    try:
-        generation = int(labels.get(LABEL_GENERATION, ""))
-    except ValueError:
-        return None
-    if not owner:
-        return None
-    spec = body.get("spec") or {}
-    status = body.get("status") or {}
-    complete = failed = False
-    failed_reason = failed_message = ""
-    completion_time = status.get("completionTime")
-    for condition in status.get("conditions") or []:
-        if condition.get("status") != "True":
-            continue
-        if condition.get("type") == "Complete":
-            complete = True
-        elif condition.get("type") == "Failed":
-            failed = True
-            failed_reason = condition.get("reason", "")
-            failed_message = condition.get("message", "")
-            completion_time = completion_time or condition.get("lastTransitionTime")
-    return JobSummary(
-        namespace=metadata.get("namespace", ""),
-        name=metadata.get("name", ""),
-        owner=owner,
-        generation=generation,
-        suspended=bool(spec.get("suspend")),
-        kueue=LABEL_KUEUE_QUEUE in labels,
-        queued_at=annotations.get(ANNOTATION_QUEUED_AT) or metadata.get("creationTimestamp", ""),
-        complete=complete,
-        failed=failed,
-        failed_reason=failed_reason,
-        failed_message=failed_message,
-        start_time=status.get("startTime"),
-        completion_time=completion_time,
-        failed_pods=int(status.get("failed") or 0),
-        backoff_limit=int(spec.get("backoffLimit", 6)),
-    )
-
-
-def summarize_pod(body: dict[str, Any]) -> PodSummary:
-    metadata = body.get("metadata", {})
-    status = body.get("status") or {}
-    unschedulable = None
-    for condition in status.get("conditions") or []:
-        if (
-            condition.get("type") == "PodScheduled"
-            and condition.get("status") == "False"
-            and condition.get("reason") == "Unschedulable"
-        ):
-            unschedulable = condition.get("message") or "no node fits the pod"
-    container: dict[str, Any] = {}
-    for item in status.get("containerStatuses") or []:
-        if item.get("name") == CONTAINER_NAME:
-            container = item
-    state = container.get("state") or {}
-    waiting = state.get("waiting") or {}
-    terminated = state.get("terminated") or {}
-    return PodSummary(
-        name=metadata.get("name", ""),
-        created=metadata.get("creationTimestamp", ""),
-        phase=status.get("phase", "Pending"),
-        start_time=status.get("startTime"),
-        unschedulable=unschedulable,
-        waiting_reason=waiting.get("reason"),
-        waiting_message=waiting.get("message", ""),
-        running="running" in state,
-        exit_code=terminated.get("exitCode") if terminated else None,
-        terminated_reason=terminated.get("reason", ""),
-        termination_message=terminated.get("message", ""),
-        finished_at=terminated.get("finishedAt"),
-    )
 
 
 @dataclass(frozen=True)
@@ -453,11 +326,6 @@ def build_status(previous: PruneJobStatus, observed: Observation, now: str) -> P
         message=message,
         **observed.results,
     )
-
-
-def same_status(a: PruneJobStatus, b: PruneJobStatus) -> bool:
-    """Equal for patching purposes (condition times only move on transitions)."""
-    return a == b
 
 
 @dataclass(frozen=True)

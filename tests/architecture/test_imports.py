@@ -88,6 +88,9 @@ def test_every_module_opens_with_a_docstring() -> None:
         ("pruner.io", {"prunejob_contract"}),
         ("pruner.app", {"prunejob_contract", "pruner.core", "pruner.io"}),
         ("pruner.cli", {"prunejob_contract", "pruner.core", "pruner.io", "pruner.app"}),
+        ("devcluster", set()),
+        ("devcluster.apiserver", {"devcluster.clock"}),
+        ("devcluster.runner", {"devcluster.clock", "devcluster.loop"}),
     ],
 )
 def test_package_imports_only_what_its_room_allows(package: str, allowed: set[str]) -> None:
@@ -131,3 +134,96 @@ def test_operator_install_has_no_tensorflow() -> None:
     assert not [req for req in wanted if req.lower().startswith(("tensorflow", "keras"))]
     dockerfile = (REPO / "Dockerfile").read_text()
     assert "--extra operator" in dockerfile
+
+
+def resolve(name: str) -> str | None:
+    """The project module an imported name refers to (`from pkg import func` -> pkg)."""
+    while name and name not in ALL:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def import_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {module: set() for module in ALL}
+    for module, path in ALL.items():
+        for name, _ in project_imports(module, path):
+            target = resolve(name)
+            if target is not None and target != module and target not in parents(module):
+                graph[module].add(target)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_cycles_anywhere() -> None:
+    """Function-local and TYPE_CHECKING imports count: a late import hides no cycle."""
+    assert cycles(import_graph()) == []
+
+
+def test_the_cycle_check_finds_a_cycle() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+# Which operator modules may touch which client library: the reconcile and the pure
+# decisions never see kopf, aiohttp or the kubernetes package.
+OPERATOR_LIBRARIES = {
+    "kopf": {"prunejob_operator.handlers", "prunejob_operator.cli"},
+    "aiohttp": {"prunejob_operator.client"},
+    "kubernetes": {"prunejob_operator.connection"},
+    "prometheus_client": {"prunejob_operator.metrics"},
+}
+
+
+@pytest.mark.parametrize("library", sorted(OPERATOR_LIBRARIES))
+def test_operator_client_libraries_stay_at_the_edges(library: str) -> None:
+    users = {
+        module
+        for module, path in ALL.items()
+        if top(module) == "prunejob_operator"
+        for name, _ in imported(module, path)
+        if top(name) == library
+    }
+    assert users <= OPERATOR_LIBRARIES[library]
+
+
+def test_nothing_uses_kopf_private_modules() -> None:
+    bad = [
+        f"{path.relative_to(REPO)}:{line} imports {name}"
+        for module, path in ALL.items()
+        for name, line in imported(module, path)
+        if name.startswith("kopf._")
+    ]
+    assert bad == []

@@ -1,24 +1,22 @@
 """Integration-test helpers: the real operator in a subprocess against the devcluster.
 
 `Kube` is a tiny JSON-over-HTTP client (the devcluster needs no auth) that returns
-plain dicts; `OperatorProcess` runs `python -m prunejob_operator` with the cluster's
-KUBECONFIG and keeps its log; `JobController` plays the Job controller and kubelet for
-tests that must not run a worker (it writes Pod and Job status the way Kubernetes does).
+plain dicts; `OperatorProcess` (devcluster's stack, as the demo and the benches use it)
+runs `python -m prunejob_operator` with the cluster's KUBECONFIG and keeps its log;
+`JobController` plays the Job controller and kubelet for tests that must not run a
+worker (it writes Pod and Job status the way Kubernetes does).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
+
+from devcluster.stack import OperatorProcess as OperatorProcess  # re-exported for the tests
 
 T = TypeVar("T")
 
@@ -103,50 +101,6 @@ def wait_for(check: Callable[[], T | None], timeout: float = 30, what: str = "")
             return last
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout}s waiting for {what or check}: last={last!r}")
-
-
-class OperatorProcess:
-    """`python -m prunejob_operator ARGS` with the cluster's KUBECONFIG; log kept in a file."""
-
-    def __init__(self, kubeconfig: Path, log_path: Path, *args: str) -> None:
-        self.kubeconfig = kubeconfig
-        self.log_path = log_path
-        self.args = list(args)
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> OperatorProcess:
-        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig))
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "prunejob_operator", *self.args],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-        return self
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-
-    def kill(self) -> None:
-        """A crash: no graceful shutdown."""
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 class JobController:

@@ -36,6 +36,14 @@ def test_check_command_fails_on_a_stale_file(tmp_path, monkeypatch) -> None:
     assert crd.main(["--check"]) == 0
 
 
+def test_write_and_check_take_a_path(tmp_path) -> None:
+    target = tmp_path / "out" / "crd.yaml"
+    assert crd.main(["--check", str(target)]) == 1
+    assert crd.main(["--write", str(target)]) == 0
+    assert target.read_text() == crd.render_crd()
+    assert crd.main(["--check", str(target)]) == 0
+
+
 def test_crd_names_and_printer_columns() -> None:
     document = yaml.safe_load(crd.CRD_PATH.read_text())
     spec = document["spec"]

@@ -9,7 +9,7 @@ from prunejob_operator.queue import (
     may_start_now,
     turn_has_come,
 )
-from prunejob_operator.status import JobSummary
+from prunejob_operator.records import JobSummary
 
 
 def job(name: str, *, suspended: bool = True, done: bool = False, kueue: bool = False):

@@ -9,14 +9,8 @@ import pytest
 from prunejob_contract import errors
 from prunejob_contract.termination import failure_message, success_message
 from prunejob_operator import models
-from prunejob_operator.status import (
-    build_status,
-    derive,
-    invalid_spec,
-    summarize_job,
-    summarize_pod,
-    transition_event,
-)
+from prunejob_operator.records import summarize_job, summarize_pod
+from prunejob_operator.status import build_status, derive, invalid_spec, transition_event
 
 REPORT = {
     "params": {"before": 1000, "after": 600},

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from devcluster.errors import BadRequest, Invalid, UnsupportedMediaType
+from devcluster.apiserver.errors import BadRequest, Invalid, UnsupportedMediaType
 
 MERGE = "application/merge-patch+json"
 STRATEGIC = "application/strategic-merge-patch+json"

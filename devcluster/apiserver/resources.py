@@ -20,6 +20,8 @@ ALL_VERBS: tuple[str, ...] = (
     "watch",
 )
 
+TypeKey = tuple[str, str]  # (group, plural)
+
 
 @dataclass(frozen=True)
 class PrinterColumn:
@@ -48,7 +50,7 @@ class ResourceType:
     verbs: tuple[str, ...] = ALL_VERBS
 
     @property
-    def key(self) -> tuple[str, str]:
+    def key(self) -> TypeKey:
         return (self.group, self.plural)
 
     @property
@@ -63,60 +65,49 @@ class ResourceType:
     def api_version(self, version: str) -> str:
         return f"{self.group}/{version}" if self.group else version
 
+    def versioned(self, obj: dict[str, Any], version: str) -> dict[str, Any]:
+        """The object as served at ``version`` (objects are stored once, at any version)."""
+        api_version = self.api_version(version)
+        if obj.get("apiVersion") == api_version:
+            return obj
+        return {**obj, "apiVersion": api_version}
+
     @property
     def subresources(self) -> tuple[str, ...]:
         return (("status",) if self.has_status else ()) + self.extra_subresources
 
 
-def _core(plural: str, kind: str, **kwargs: Any) -> ResourceType:
-    return ResourceType(group="", versions=("v1",), plural=plural, kind=kind, **kwargs)
+NAMESPACES: TypeKey = ("", "namespaces")
+NODES: TypeKey = ("", "nodes")
+SECRETS: TypeKey = ("", "secrets")
+PODS: TypeKey = ("", "pods")
+JOBS: TypeKey = ("batch", "jobs")
+CRDS: TypeKey = ("apiextensions.k8s.io", "customresourcedefinitions")
+
+
+def _v1(group: str, plural: str, kind: str, **kwargs: Any) -> ResourceType:
+    return ResourceType(group=group, versions=("v1",), plural=plural, kind=kind, **kwargs)
 
 
 BUILTIN_RESOURCES: tuple[ResourceType, ...] = (
-    _core("namespaces", "Namespace", namespaced=False, short_names=("ns",), has_status=True),
-    _core("nodes", "Node", namespaced=False, short_names=("no",), has_status=True),
-    _core("secrets", "Secret"),
-    _core("configmaps", "ConfigMap", short_names=("cm",)),
-    _core("serviceaccounts", "ServiceAccount", short_names=("sa",)),
-    _core("events", "Event", short_names=("ev",)),
-    _core(
-        "pods",
-        "Pod",
-        short_names=("po",),
-        categories=("all",),
-        has_status=True,
-        extra_subresources=("log",),
-    ),
-    ResourceType(
-        group="batch",
-        versions=("v1",),
-        plural="jobs",
-        kind="Job",
-        categories=("all",),
-        has_status=True,
-    ),
-    ResourceType(group="events.k8s.io", versions=("v1",), plural="events", kind="Event"),
-    ResourceType(group="coordination.k8s.io", versions=("v1",), plural="leases", kind="Lease"),
-    ResourceType(
-        group="apiextensions.k8s.io",
-        versions=("v1",),
-        plural="customresourcedefinitions",
-        kind="CustomResourceDefinition",
-        namespaced=False,
-        short_names=("crd", "crds"),
-        categories=("api-extensions",),
-        has_status=True,
-    ),
+    _v1("", "namespaces", "Namespace", namespaced=False, short_names=("ns",), has_status=True),
+    _v1("", "nodes", "Node", namespaced=False, short_names=("no",), has_status=True),
+    _v1("", "secrets", "Secret"),
+    _v1("", "configmaps", "ConfigMap", short_names=("cm",)),
+    _v1("", "serviceaccounts", "ServiceAccount", short_names=("sa",)),
+    _v1("", "events", "Event", short_names=("ev",)),
+    _v1("", "pods", "Pod", short_names=("po",), categories=("all",), has_status=True,
+        extra_subresources=("log",)),
+    _v1("batch", "jobs", "Job", categories=("all",), has_status=True),
+    _v1("events.k8s.io", "events", "Event"),
+    _v1("coordination.k8s.io", "leases", "Lease"),
+    _v1("apiextensions.k8s.io", "customresourcedefinitions", "CustomResourceDefinition",
+        namespaced=False, short_names=("crd", "crds"), categories=("api-extensions",),
+        has_status=True),
     # kopf's peering resources, so that kopf can run with peering instead of --standalone.
-    ResourceType(group="kopf.dev", versions=("v1",), plural="kopfpeerings", kind="KopfPeering"),
-    ResourceType(
-        group="kopf.dev",
-        versions=("v1",),
-        plural="clusterkopfpeerings",
-        kind="ClusterKopfPeering",
-        namespaced=False,
-    ),
-)
+    _v1("kopf.dev", "kopfpeerings", "KopfPeering"),
+    _v1("kopf.dev", "clusterkopfpeerings", "ClusterKopfPeering", namespaced=False),
+)  # fmt: skip
 
 
 class CrdError(ValueError):

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from devcluster.errors import BadRequest
+from devcluster.apiserver.errors import BadRequest
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from devcluster.resources import PrinterColumn, ResourceType
+from devcluster.apiserver.resources import PrinterColumn, ResourceType
 
 _FILTER = re.compile(r"""^\?\(@\.([\w.-]+)\s*==\s*["']([^"']*)["']\)$""")
 

@@ -29,44 +29,20 @@ class ApiError(Exception):
         }
 
 
-class BadRequest(ApiError):
-    code = 400
-    reason = "BadRequest"
+def _error(name: str, code: int, reason: str = "") -> type[ApiError]:
+    """The ``ApiError`` of one HTTP status; ``reason`` (the StatusReason) defaults to ``name``."""
+    return type(name, (ApiError,), {"code": code, "reason": reason or name, "__module__": __name__})
 
 
-class NotFound(ApiError):
-    code = 404
-    reason = "NotFound"
-
-
-class MethodNotAllowed(ApiError):
-    code = 405
-    reason = "MethodNotAllowed"
-
-
-class AlreadyExists(ApiError):
-    code = 409
-    reason = "AlreadyExists"
-
-
-class Conflict(ApiError):
-    code = 409
-    reason = "Conflict"
-
-
-class Gone(ApiError):
-    code = 410
-    reason = "Expired"
-
-
-class UnsupportedMediaType(ApiError):
-    code = 415
-    reason = "UnsupportedMediaType"
-
-
-class Invalid(ApiError):
-    code = 422
-    reason = "Invalid"
+# The statuses the server answers with, as data: name, HTTP code, StatusReason.
+BadRequest = _error("BadRequest", 400)
+NotFound = _error("NotFound", 404)
+MethodNotAllowed = _error("MethodNotAllowed", 405)
+AlreadyExists = _error("AlreadyExists", 409)
+Conflict = _error("Conflict", 409)
+Gone = _error("Gone", 410, "Expired")
+UnsupportedMediaType = _error("UnsupportedMediaType", 415)
+Invalid = _error("Invalid", 422)
 
 
 def details(group: str, plural: str, name: str | None) -> dict[str, Any]:

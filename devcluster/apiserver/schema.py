@@ -15,6 +15,24 @@ import re
 from typing import Any
 
 _ROOT_KEEP = ("apiVersion", "kind", "metadata")
+# Numeric bounds: (keyword, its exclusive flag, the API server's word for the relation).
+_BOUNDS = (
+    ("minimum", "exclusiveMinimum", "greater than"),
+    ("maximum", "exclusiveMaximum", "less than"),
+)
+# Size limits by JSON type: (keyword, whether it is a lower bound, the message).
+_SIZE_LIMITS: dict[type, tuple[tuple[str, bool, str], ...]] = {
+    str: (
+        ("minLength", True,
+         "{path}: Invalid value: {shown}: {path} in body should be at least {limit} chars long"),
+        ("maxLength", False, "{path}: Too long: may not be more than {limit} bytes"),
+    ),
+    list: (
+        ("minItems", True,
+         "{path}: Invalid value: {size}: {path} in body should have at least {limit} items"),
+        ("maxItems", False, "{path}: Too many: {size}: must have at most {limit} items"),
+    ),
+}  # fmt: skip
 
 
 def _preserves_unknown(schema: dict[str, Any]) -> bool:
@@ -96,52 +114,33 @@ def _check(schema: dict[str, Any], value: Any, path: str, problems: list[str]) -
         supported = ", ".join(_show(v) for v in schema["enum"])
         problems.append(f"{path}: Unsupported value: {_show(value)}: supported values: {supported}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        minimum, maximum = schema.get("minimum"), schema.get("maximum")
-        if minimum is not None:
-            if schema.get("exclusiveMinimum") and value <= minimum:
-                problems.append(
-                    f"{path}: Invalid value: {_show(value)}: {path} in body should be "
-                    f"greater than {minimum}"
-                )
-            elif value < minimum:
-                problems.append(
-                    f"{path}: Invalid value: {_show(value)}: {path} in body should be "
-                    f"greater than or equal to {minimum}"
-                )
-        if maximum is not None:
-            if schema.get("exclusiveMaximum") and value >= maximum:
-                problems.append(
-                    f"{path}: Invalid value: {_show(value)}: {path} in body should be "
-                    f"less than {maximum}"
-                )
-            elif value > maximum:
-                problems.append(
-                    f"{path}: Invalid value: {_show(value)}: {path} in body should be "
-                    f"less than or equal to {maximum}"
-                )
-    if isinstance(value, str):
-        if "minLength" in schema and len(value) < schema["minLength"]:
+        for key, exclusive, word in _BOUNDS:
+            bound = schema.get(key)
+            if bound is None:
+                continue
+            outside = value < bound if key == "minimum" else value > bound
+            if schema.get(exclusive) and (outside or value == bound):
+                relation = f"{word} {bound}"
+            elif outside:
+                relation = f"{word} or equal to {bound}"
+            else:
+                continue
             problems.append(
-                f"{path}: Invalid value: {_show(value)}: {path} in body should be at "
-                f"least {schema['minLength']} chars long"
+                f"{path}: Invalid value: {_show(value)}: {path} in body should be {relation}"
             )
-        if "maxLength" in schema and len(value) > schema["maxLength"]:
-            problems.append(f"{path}: Too long: may not be more than {schema['maxLength']} bytes")
-        if "pattern" in schema and not re.search(schema["pattern"], value):
-            problems.append(
-                f"{path}: Invalid value: {_show(value)}: {path} in body should match "
-                f"'{schema['pattern']}'"
-            )
+    for keyword, lower, template in _SIZE_LIMITS.get(type(value), ()):
+        if keyword in schema:
+            limit = schema[keyword]
+            if len(value) < limit if lower else len(value) > limit:
+                problems.append(
+                    template.format(path=path, shown=_show(value), size=len(value), limit=limit)
+                )
+    if isinstance(value, str) and "pattern" in schema and not re.search(schema["pattern"], value):
+        problems.append(
+            f"{path}: Invalid value: {_show(value)}: {path} in body should match "
+            f"'{schema['pattern']}'"
+        )
     if isinstance(value, list):
-        if "minItems" in schema and len(value) < schema["minItems"]:
-            problems.append(
-                f"{path}: Invalid value: {len(value)}: {path} in body should have at "
-                f"least {schema['minItems']} items"
-            )
-        if "maxItems" in schema and len(value) > schema["maxItems"]:
-            problems.append(
-                f"{path}: Too many: {len(value)}: must have at most {schema['maxItems']} items"
-            )
         items = schema.get("items")
         if isinstance(items, dict):
             for index, item in enumerate(value):

@@ -1,0 +1,2 @@
+"""The local API server: HTTP dispatch, the object store and its watches, lifecycle,
+discovery, and the pure helpers beside them (``devcluster.apiserver.server`` serves it)."""
