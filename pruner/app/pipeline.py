@@ -1,5 +1,7 @@
-"""The steps of one `prunejob prune` run: resolve input -> read -> prepare -> plan ->
-surgery -> verify -> write + publish -> report.
+"""The steps of one `prunejob prune` run, from the input to the report.
+
+Resolve input -> read -> prepare -> plan -> surgery -> verify -> write + publish ->
+report.
 
 The model file is read into its config and weights (`pruner.io.modelfile`, no
 Keras), the core plans and slices them, and the pruned file is the input file

@@ -1,5 +1,7 @@
-"""Checks before the slow work: output names, clashes between the files a run names,
-and whether the output and report destinations can be written."""
+"""Checks before the slow work: names, clashes and writable destinations.
+
+Output names, clashes between the files a run names, and whether the output and
+report destinations can be written."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Apply a plan to a model's config and weights: the same config with the pruned counts
-changed, and the weights sliced. No Keras.
+"""Apply a plan to a model's config and weights, without Keras.
+
+The same config with the pruned counts changed, and the weights sliced.
 
 The config is the input's own JSON (a deep copy) with only what pruning changes
 edited in place, so names, key order, custom metadata and the dialect stay as they

@@ -1,5 +1,7 @@
-"""HDF5 plumbing for model files: exact attribute copies, Keras' chunked attributes, and
-copying a file with some datasets replaced (h5py and numpy only, no Keras).
+"""HDF5 plumbing for model files, with h5py and numpy only (no Keras).
+
+Exact attribute copies, Keras' chunked attributes, and copying a file with some
+datasets replaced.
 
 `copy_edited` is how a pruned file is written: every group, attribute and dataset of
 the source is copied as it is (H5Ocopy for untouched subtrees), except the datasets

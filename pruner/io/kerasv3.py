@@ -1,5 +1,6 @@
-"""`.keras` model archives (Keras 3, and tf.keras >= 2.13's v3 format), read into
-(config, weights) and written back edited.
+"""`.keras` model archives, read into (config, weights) and written back edited.
+
+Keras 3's format, which tf.keras >= 2.13 also writes (its v3 format).
 
 The archive is a zip of `metadata.json` (`keras_version`, `date_saved`),
 `config.json` (the serialized model, plus `compile_config` when compiled) and

@@ -1,5 +1,6 @@
-"""The layers of a model config as the pruner names them: `name`, and `outer/inner` for
-the layers of nested models (functional or Sequential), in any Keras dialect.
+"""The layers of a model config as the pruner names them, in any Keras dialect.
+
+Plain `name`, and `outer/inner` for the layers of nested models (functional or Sequential).
 
 Pure functions on the JSON-decoded config (Keras 3's `{"class_name", "config"}`,
 tf.keras 2.x's and standalone Keras 2.2.4's alike); no Keras.

@@ -1,5 +1,6 @@
-"""Keras HDF5 model files (`.h5`/`.hdf5`): tf.keras 2.x, TAO's standalone Keras 2.2.4
-and Keras 3's legacy writer, read into (config, weights) and written back edited.
+"""Keras HDF5 model files (`.h5`/`.hdf5`), read into (config, weights) and written back edited.
+
+As tf.keras 2.x, TAO's standalone Keras 2.2.4 and Keras 3's legacy writer write them.
 
 The layout all three share: root attributes `model_config` (JSON), `keras_version`,
 `backend` and (when compiled) `training_config`; a group `model_weights` with

@@ -1,5 +1,7 @@
-"""Model files in and out without Keras: a `.keras` archive or a Keras HDF5 file read
-into the seam's two values, and written back as the same file, edited.
+"""Model files in and out without Keras: read into config + weights, written back edited.
+
+A `.keras` archive or a Keras HDF5 file is read into the seam's two values, and written
+back as the same file, edited.
 
     model = read_model(path)             # format, dialect, config, weights (numpy)
     ...                                  # the core edits config and weights

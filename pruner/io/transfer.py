@@ -1,5 +1,7 @@
-"""Moving artifacts between their locations and local files: download and decrypt an
-input, encrypt and upload (or atomically write) an output, publish a JSON document.
+"""Moving artifacts between their locations and local files.
+
+Download and decrypt an input, encrypt and upload (or atomically write) an output,
+publish a JSON document.
 
     with fetch_model(location, key, store) as plain_model:   # download, decrypt
         ...

@@ -1,5 +1,7 @@
-"""Channel-wise layers with per-channel weights: Batch/Layer/Group normalization, PReLU,
-preprocessing Normalization, ConvNeXt's LayerScale."""
+"""Channel-wise layers with per-channel weights.
+
+Batch/Layer/Group normalization, PReLU, preprocessing Normalization, ConvNeXt's
+LayerScale."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Layers whose channels are never pruned: Lambda and unknown classes (when excluded),
-Embedding."""
+"""Layers whose channels are never pruned.
+
+Lambda and unknown classes (when excluded), Embedding."""
 
 from __future__ import annotations
 

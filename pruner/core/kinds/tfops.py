@@ -1,6 +1,7 @@
-"""tf_keras' TFOpLambda: raw TensorFlow ops recorded in a Keras 2 functional model (`x * 3.0`,
-`tf.nn.relu6(x)`, `a + b`). The element-wise ones behave like the layers of the same
-meaning; any other op is an error naming it."""
+"""tf_keras' TFOpLambda: raw TensorFlow ops recorded in a Keras 2 functional model.
+
+For example `x * 3.0`, `tf.nn.relu6(x)`, `a + b`. The element-wise ones behave like the
+layers of the same meaning; any other op is an error naming it."""
 
 from __future__ import annotations
 
