@@ -16,6 +16,7 @@ nothing are the input's own objects, not copies.
 from __future__ import annotations
 
 import copy
+from collections.abc import MutableMapping
 from typing import Any
 
 import numpy as np
@@ -30,13 +31,41 @@ NewWeights = dict[str, list[np.ndarray]]
 
 
 def apply_plan(
-    config: dict[str, Any], weights: Weights, plan: PrunePlan
+    config: dict[str, Any], weights: Weights, plan: PrunePlan, *, consume: bool = False
 ) -> tuple[dict[str, Any], NewWeights]:
-    """(pruned config, pruned weights); `config` and `weights` are not changed."""
+    """(pruned config, pruned weights); `config` and `weights` are not changed, unless
+    `consume`: then `weights` (a dict) is emptied layer by layer as each layer is
+    sliced, for a caller that needs the input's weights no more, so that the input's
+    and the pruned arrays never all exist at once (the peak memory of a prune)."""
+    consumed: MutableMapping[str, Any] | None = None
+    if consume:
+        if not isinstance(weights, MutableMapping):
+            raise TypeError("apply_plan(consume=True) needs the weights as a mutable mapping")
+        consumed = weights
     pruned = copy.deepcopy(config)
+    slices = edit_config(pruned, weights, plan)  # the graph, holding the inputs, is gone
+    new_weights: NewWeights = {path: list(values) for path, values in weights.items()}
+    for path, axes in slices:
+        values = new_weights[path]
+        new_weights[path] = [
+            slice_weight(np.asarray(value), ax) for value, ax in zip(values, axes, strict=True)
+        ]
+        del values
+        if consumed is not None:
+            del consumed[path]
+    if consumed is not None:
+        consumed.clear()  # the rest: the pruned weights share those arrays, uncopied
+    return pruned, new_weights
+
+
+def edit_config(
+    pruned: dict[str, Any], weights: Weights, plan: PrunePlan
+) -> list[tuple[str, list[dict[int, np.ndarray]]]]:
+    """Edit `pruned` (a copy of the config) in place; return how to slice each layer's
+    weights: (layer path, per weight in order {axis: kept indices})."""
     graph = graph_for(pruned, weights, plan.settings)
     kept = kept_from_plan(graph, plan)
-    new_weights: NewWeights = {path: list(values) for path, values in weights.items()}
+    slices = []
     for path, rec in graph.records.items():
         if not rec.calls:
             continue
@@ -45,12 +74,10 @@ def apply_plan(
         if not rec.weights:
             continue
         index_map = rec.kind.index_map(rec, rec.weight_shapes(), in_idx, out_idx)
-        new_weights[path] = [
-            slice_weight(rec.weights[name], index_map.get(name, {})) for name in rec.weight_names
-        ]
+        slices.append((path, [index_map.get(name, {}) for name in rec.weight_names]))
     rewrite_shapes(graph, kept)
     keras2_output_edits(pruned)
-    return pruned, new_weights
+    return slices
 
 
 def rewrite_shapes(graph: ChannelGraph, kept: KeptByRoot) -> None:

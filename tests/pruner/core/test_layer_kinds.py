@@ -63,6 +63,12 @@ def prune_and_compare(
     for name, indices in expected.items():
         assert kept[name] == list(indices), name
     new_config, new_weights = apply_plan(config, weights, plan)
+    consumed = dict(weights)  # the CLI's way: each layer's input weights freed once sliced
+    assert apply_plan(config, consumed, plan, consume=True)[0] == new_config
+    assert consumed == {}
+    for path, values in apply_plan(config, dict(weights), plan, consume=True)[1].items():
+        for got, want in zip(values, new_weights[path], strict=True):
+            np.testing.assert_array_equal(got, want)
     pruned = build_model(new_config, new_weights)
     inputs = random_inputs(model)
     reference = max_abs_output(model, inputs)
