@@ -126,7 +126,10 @@ def surgery_step(
 ) -> tuple[Config, Weights, dict[str, Any] | None]:
     """The pruned config and weights, and the --verify result when asked for."""
     with progress.step("surgery"):
-        config, weights = apply_plan(model.config, model.weights, plan)
+        # Without --verify nothing reads the input's weights again: each layer's are
+        # freed as soon as they are sliced, so they and the pruned ones never coexist.
+        consume = not request.verify
+        config, weights = apply_plan(model.config, model.weights, plan, consume=consume)
     verification = None
     if request.verify:
         with progress.step("startup", "(importing TensorFlow, for --verify)"):
@@ -200,8 +203,8 @@ def run_prune(
         if not request.dry_run:
             config, weights, verification = surgery_step(model, plan, request, progress)
             totals = checked_totals(totals, weights, progress)
-            # The input's weights are no longer needed: freed before writing, the peak
-            # memory is the input's weights and the pruned ones, not both and the write.
+            # The input's weights are no longer needed (without --verify the surgery has
+            # freed them already): the write holds only the pruned ones.
             model.release_weights()
             output = save_step(model, (config, weights), request, store, progress)
         report = build_report(
