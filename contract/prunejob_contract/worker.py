@@ -23,6 +23,7 @@ KEY = ("-k", "--key")
 KEY_FILE = ("--key-file",)
 REPORT = ("--report",)
 OVERWRITE = ("--overwrite",)
+OWNER = ("--owner",)  # the run's identity: an output it published may be replaced by it
 FORCE = ("--force",)
 S3_ENDPOINT = ("--s3-endpoint",)
 TERMINATION_LOG_FLAG = ("--termination-log",)
@@ -32,6 +33,7 @@ GRANULARITY = ("-pg", "--pruning_granularity")
 THRESHOLD = ("-pth", "--pruning_threshold")
 MIN_NUM_FILTERS = ("-nf", "--min_num_filters")
 EXCLUDED_LAYERS = ("-el", "--excluded_layers")
+PRUNE_TRANSPOSE_FILTERS = ("--prune-transpose-filters",)  # beyond TAO: see PruneSettings
 TARGET_RATIO = ("--target-ratio",)
 DRY_RUN = ("--dry-run",)
 VERIFY = ("--verify",)
@@ -47,6 +49,9 @@ class WorkerCall:
     settings: PruneSettings
     target_ratio: float | None = None
     overwrite: bool = False
+    # Who publishes the output (the operator: the PruneJob's identity): an existing
+    # output recorded with the same owner is this job's own, and may be replaced.
+    owner: str | None = None
     s3_endpoint: str | None = None
     termination_log: str = TERMINATION_LOG
 
@@ -62,10 +67,14 @@ class WorkerCall:
             THRESHOLD[0], repr(s.threshold),
             MIN_NUM_FILTERS[0], str(s.min_num_filters),
         ]  # fmt: skip
+        if s.prune_transpose_filters:
+            args.append(PRUNE_TRANSPOSE_FILTERS[0])
         if self.target_ratio is not None:
             args += [TARGET_RATIO[0], repr(self.target_ratio)]
         if self.overwrite:
             args.append(OVERWRITE[0])
+        if self.owner:
+            args += [OWNER[0], self.owner]
         if self.s3_endpoint:
             args += [S3_ENDPOINT[0], self.s3_endpoint]
         args += [TERMINATION_LOG_FLAG[0], self.termination_log]
