@@ -3,8 +3,9 @@
 Each subcommand is one row of `SUBCOMMANDS`: its entry point as "module:function"
 (a `def (argv: list[str]) -> int`), the modules it needs and the extra that brings
 them. Nothing is imported until a subcommand is chosen, so `prunejob operator` and
-`prunejob demo` never load TensorFlow, and a missing extra is a one-line hint
-instead of a traceback. Adding a subcommand is adding one row.
+`prunejob demo` never load TensorFlow (nor does `prunejob prune`, unless --verify),
+and a missing extra is a one-line hint instead of a traceback. Adding a subcommand
+is adding one row.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "prune": Subcommand(
         "pruner.cli.prune:prune_main",
         "prune a Keras model with TAO tlt-prune semantics",
-        extra="pruner",
-        requires=("tensorflow", "keras"),
+        extra="prune",  # --verify also needs `pruner` (TensorFlow), checked when asked for
+        requires=("numpy", "h5py"),
     ),
     "encrypt": Subcommand("pruner.cli.crypto:encrypt_main", "encrypt a file with age (passphrase)"),
     "decrypt": Subcommand("pruner.cli.crypto:decrypt_main", "decrypt an age-encrypted file"),

@@ -21,6 +21,9 @@ class PruneSettings:
     threshold: float = 0.1
     min_num_filters: int = 16
     excluded_layers: tuple[str, ...] = field(default_factory=tuple)
+    # Beyond TAO: TAO never prunes a Conv*Transpose's output filters (only its input
+    # channels follow the layer before it); True prunes them like a Conv's.
+    prune_transpose_filters: bool = False
 
     def __post_init__(self) -> None:
         if self.normalizer not in NORMALIZERS:
@@ -40,11 +43,17 @@ class PruneSettings:
             raise InvalidArgument(f"pruning threshold must be >= 0, got {self.threshold}")
         if self.min_num_filters < 0:
             raise InvalidArgument(f"min_num_filters must be >= 0, got {self.min_num_filters}")
+        if not isinstance(self.prune_transpose_filters, bool):
+            raise InvalidArgument(
+                "prune_transpose_filters must be true or false, got "
+                f"{self.prune_transpose_filters!r}"
+            )
 
     def to_json(self) -> dict[str, Any]:
-        """camelCase, as in the report and the PruneJob spec."""
+        """camelCase, as in the report and the PruneJob spec. `pruneTransposeFilters`
+        appears only when set, so TAO-default settings serialize as before."""
         data = asdict(self)
-        return {
+        out = {
             "normalizer": data["normalizer"],
             "equalizationCriterion": data["equalization_criterion"],
             "granularity": data["granularity"],
@@ -52,3 +61,6 @@ class PruneSettings:
             "minNumFilters": data["min_num_filters"],
             "excludedLayers": list(data["excluded_layers"]),
         }
+        if self.prune_transpose_filters:
+            out["pruneTransposeFilters"] = True
+        return out

@@ -33,6 +33,7 @@ GRANULARITY = ("-pg", "--pruning_granularity")
 THRESHOLD = ("-pth", "--pruning_threshold")
 MIN_NUM_FILTERS = ("-nf", "--min_num_filters")
 EXCLUDED_LAYERS = ("-el", "--excluded_layers")
+PRUNE_TRANSPOSE_FILTERS = ("--prune-transpose-filters",)  # beyond TAO: see PruneSettings
 TARGET_RATIO = ("--target-ratio",)
 DRY_RUN = ("--dry-run",)
 VERIFY = ("--verify",)
@@ -66,6 +67,8 @@ class WorkerCall:
             THRESHOLD[0], repr(s.threshold),
             MIN_NUM_FILTERS[0], str(s.min_num_filters),
         ]  # fmt: skip
+        if s.prune_transpose_filters:
+            args.append(PRUNE_TRANSPOSE_FILTERS[0])
         if self.target_ratio is not None:
             args += [TARGET_RATIO[0], repr(self.target_ratio)]
         if self.overwrite:

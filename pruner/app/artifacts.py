@@ -1,5 +1,7 @@
-"""What one run reads and writes: the input as a local plaintext file, the output staged
-and then published (or retracted when the run fails after all), and the report.
+"""What one run reads and writes: its input, its output and its report.
+
+The input as a local plaintext file, the output staged and then published (or
+retracted when the run fails after all), and the report.
 
 Local paths and S3 objects, age-encrypted inputs (detected by their header) and
 encrypted outputs (when a key is given) all go through `pruner.io`; the steps of the
@@ -78,7 +80,9 @@ def publish_output(staged: Path, request: PruneRequest, store: S3Store) -> dict[
         size = staged.stat().st_size
         commit_file(staged, location.path, overwrite=replace)
         return {"uri": str(location.path), "bytes": size}
-    return transfer.publish_model(staged, location, request.key, store, overwrite=replace)
+    return transfer.publish_model(
+        staged, location, request.key, store, overwrite=replace, owner=request.owner
+    )
 
 
 def retract_output(request: PruneRequest, store: S3Store) -> None:

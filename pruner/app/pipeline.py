@@ -1,17 +1,23 @@
-"""The steps of one `prunejob prune` run: resolve input -> load -> prepare -> plan ->
-surgery -> verify -> save + publish -> report.
+"""The steps of one `prunejob prune` run, from the input to the report.
 
-`run_prune` owns the run's one `S3Store` (one boto3 client, made on first use) and
-hands it to every step that touches S3. TensorFlow and the core (numpy) are
-imported only inside the steps, so argument errors stay instant.
+Resolve input -> read -> prepare -> plan -> surgery -> verify -> write + publish ->
+report.
+
+The model file is read into its config and weights (`pruner.io.modelfile`, no
+Keras), the core plans and slices them, and the pruned file is the input file
+edited. TensorFlow is imported only by `--verify`. `run_prune` owns the run's one
+`S3Store` (one boto3 client, made on first use) and hands it to every step that
+touches S3.
 """
 
 from __future__ import annotations
 
 import contextlib
 import difflib
-from typing import TYPE_CHECKING, Any
+import importlib.util
+from typing import Any
 
+from prunejob_contract.errors import InvalidArgument
 from pruner.app import artifacts
 from pruner.app.preflight import check_output, input_needs_fetching
 from pruner.app.progress import Progress
@@ -19,30 +25,47 @@ from pruner.app.report import build_report
 from pruner.app.request import PruneRequest
 from pruner.app.signals import sigterm_raises
 from pruner.app.verify import verify_pruned
+from pruner.core.counting import count_params
+from pruner.core.plan import PreparedModel, PrunePlan, prepare
+from pruner.core.surgery import apply_plan
 from pruner.core.target import TargetChoice, choose_threshold
 from pruner.io import modelfile
 from pruner.io.locations import S3Object
 from pruner.io.s3 import S3Store
 
-if TYPE_CHECKING:
-    import keras
+Config = dict[str, Any]
+Weights = dict[str, list[Any]]
+VERIFY_MODULES = ("tensorflow", "keras")
 
-    from pruner.core.plan import PreparedModel, PrunePlan
+
+def check_verify_available(request: PruneRequest) -> None:
+    """--verify runs the models in Keras: a one-line error, before any work, when this
+    installation has no TensorFlow/Keras (the CPU worker image)."""
+    if not request.verify:
+        return
+    missing = [name for name in VERIFY_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise InvalidArgument(
+            f"--verify needs {' and '.join(missing)}, which this installation lacks: install "
+            "prunejob[pruner] (the GPU worker image has it), or run without --verify"
+        )
 
 
-def load_step(request: PruneRequest, store: S3Store, progress: Progress) -> keras.Model:
-    """Resolve the input and load it (Sequential models are converted by `prepare`)."""
-    with contextlib.ExitStack() as stack:
-        if input_needs_fetching(request):
-            with progress.step("fetching", f"{request.model} (download, decrypt)"):
-                local_model = stack.enter_context(artifacts.resolve_input(request, store))
-        else:
+def load_step(
+    request: PruneRequest, store: S3Store, progress: Progress, stack: contextlib.ExitStack
+) -> modelfile.ModelFile:
+    """Resolve the input and read it; the local plaintext stays until `stack` closes
+    (writing the pruned file copies what pruning leaves alone from it)."""
+    if input_needs_fetching(request):
+        with progress.step("fetching", f"{request.model} (download, decrypt)"):
             local_model = stack.enter_context(artifacts.resolve_input(request, store))
-        # TensorFlow loads here, lazily, as its own step: so "loading" times the model.
-        with progress.step("startup", "(importing TensorFlow)"):
-            import keras  # noqa: F401
-        with progress.step("loading", str(request.model)):
-            return modelfile.load_model(local_model, safe_mode=request.safe_mode)
+    else:
+        local_model = stack.enter_context(artifacts.resolve_input(request, store))
+    with progress.step("loading", str(request.model)):
+        model = modelfile.read_model(local_model, shown=str(request.model))
+    if request.output is not None and not request.dry_run:
+        modelfile.check_same_format(model, request.output.name, str(request.output))
+    return model
 
 
 def close_names(wanted: list[str], names: list[str]) -> dict[str, list[str]]:
@@ -69,12 +92,10 @@ def choose_plan(
 
 
 def plan_step(
-    model: keras.Model, request: PruneRequest, progress: Progress
+    model: modelfile.ModelFile, request: PruneRequest, progress: Progress
 ) -> tuple[PreparedModel, PrunePlan, TargetChoice | None]:
-    from pruner.core.plan import prepare  # lazy: numpy loads with the model
-
     with progress.step("preparing", "(channel graph and filter statistics)"):
-        prepared = prepare(model, request.settings)
+        prepared = prepare(model.config, model.weights, request.settings)
     warn_missing_excluded(prepared, progress)
     with progress.step("planning"):
         plan, choice = choose_plan(prepared, request)
@@ -91,35 +112,60 @@ def plan_step(
     return prepared, plan, choice
 
 
-def surgery_step(
-    prepared: PreparedModel, plan: PrunePlan, request: PruneRequest, progress: Progress
-) -> tuple[keras.Model, dict[str, Any] | None]:
-    """The pruned model, and the --verify result when asked for."""
-    from pruner.core.surgery import apply_plan  # lazy: numpy loads with the model
+def plan_and_totals(
+    model: modelfile.ModelFile, request: PruneRequest, progress: Progress
+) -> tuple[PrunePlan, dict[str, dict[str, int]], TargetChoice | None]:
+    """The plan, its totals and the --target-ratio choice; the prepared model (which
+    holds the input's weights) is dropped on return."""
+    prepared, plan, choice = plan_step(model, request, progress)
+    return plan, prepared.totals(plan), choice
 
+
+def surgery_step(
+    model: modelfile.ModelFile, plan: PrunePlan, request: PruneRequest, progress: Progress
+) -> tuple[Config, Weights, dict[str, Any] | None]:
+    """The pruned config and weights, and the --verify result when asked for."""
     with progress.step("surgery"):
-        pruned = apply_plan(prepared.model, plan)
+        # Without --verify nothing reads the input's weights again: each layer's are
+        # freed as soon as they are sliced, so they and the pruned ones never coexist.
+        consume = not request.verify
+        config, weights = apply_plan(model.config, model.weights, plan, consume=consume)
     verification = None
     if request.verify:
+        with progress.step("startup", "(importing TensorFlow, for --verify)"):
+            import keras  # noqa: F401  # lazy: only --verify runs the models
         with progress.step("verifying", "(masked original vs pruned, random batch)"):
-            verification = verify_pruned(prepared.model, plan, pruned)
-    return pruned, verification
+            verification = verify_pruned(
+                model.config, model.weights, plan, config, weights, safe_mode=request.safe_mode
+            )
+    return config, weights, verification
 
 
 def save_step(
-    pruned: keras.Model, params: int, request: PruneRequest, store: S3Store, progress: Progress
+    model: modelfile.ModelFile,
+    pruned: tuple[Config, Weights],
+    request: PruneRequest,
+    store: S3Store,
+    progress: Progress,
 ) -> dict[str, Any]:
-    """Save the pruned model and publish it; `params` sizes the private scratch space."""
+    """Write the pruned file (the input file, edited) and publish it."""
+    config, weights = pruned
+    if model.dropped:
+        progress.say(
+            f"dropped: {', '.join(model.dropped)} (their shapes do not fit the pruned model)"
+        )
     if artifacts.stages_beside_output(request):
         with (
             artifacts.stage_output(request, 0) as staged,
             progress.step("saving", str(request.output)),
         ):
-            modelfile.save_model(pruned, staged)
+            modelfile.write_model(model, config, weights, staged)
             return artifacts.publish_output(staged, request, store)
-    with artifacts.stage_output(request, 4 * params) as staged:  # float32 weights
+    # A .keras archive's weights file is written beside it first: twice the room.
+    room = model.size * (2 if model.format == "keras" else 1)
+    with artifacts.stage_output(request, room) as staged:
         with progress.step("saving", "(private temporary file)"):
-            modelfile.save_model(pruned, staged)
+            modelfile.write_model(model, config, weights, staged)
         how = ["encrypt"] if request.key is not None else []
         how += ["upload"] if isinstance(request.output, S3Object) else []
         with progress.step("publishing", f"{request.output} ({', '.join(how)})"):
@@ -127,13 +173,11 @@ def save_step(
 
 
 def checked_totals(
-    totals: dict[str, dict[str, int]], pruned: keras.Model, progress: Progress
+    totals: dict[str, dict[str, int]], weights: Weights, progress: Progress
 ) -> dict[str, dict[str, int]]:
-    """The plan's predicted counts, with the parameter count the pruned model really has
-    (they agree unless the core has a bug, which is then reported, not hidden)."""
-    from pruner.core.counting import count_params  # lazy: numpy loads with the model
-
-    counted = count_params(pruned)
+    """The plan's predicted counts, with the parameter count the pruned weights really
+    have (they agree unless the core has a bug, which is then reported, not hidden)."""
+    counted = count_params(weights)
     if counted == totals["params"]["after"]:
         return totals
     progress.warn(
@@ -150,16 +194,19 @@ def run_prune(
     `request.report_location` says). SIGTERM stops the run by unwinding it, so no
     plaintext or partial output is left behind."""
     store = store if store is not None else S3Store(request.s3)
-    with sigterm_raises():
+    with sigterm_raises(), contextlib.ExitStack() as stack:
+        check_verify_available(request)
         check_output(request, store)
-        model = load_step(request, store, progress)
-        prepared, plan, choice = plan_step(model, request, progress)
-        totals = prepared.totals(plan)
+        model = load_step(request, store, progress, stack)
+        plan, totals, choice = plan_and_totals(model, request, progress)
         output = verification = None
         if not request.dry_run:
-            pruned, verification = surgery_step(prepared, plan, request, progress)
-            totals = checked_totals(totals, pruned, progress)
-            output = save_step(pruned, totals["params"]["after"], request, store, progress)
+            config, weights, verification = surgery_step(model, plan, request, progress)
+            totals = checked_totals(totals, weights, progress)
+            # The input's weights are no longer needed (without --verify the surgery has
+            # freed them already): the write holds only the pruned ones.
+            model.release_weights()
+            output = save_step(model, (config, weights), request, store, progress)
         report = build_report(
             totals=totals,
             layers=plan.layers,

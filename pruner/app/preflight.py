@@ -1,5 +1,7 @@
-"""Checks before the slow work: output names, clashes between the files a run names,
-and whether the output and report destinations can be written."""
+"""Checks before the slow work: names, clashes and writable destinations.
+
+Output names, clashes between the files a run names, and whether the output and
+report destinations can be written."""
 
 from __future__ import annotations
 
@@ -42,9 +44,12 @@ def may_replace_output(request: PruneRequest) -> bool:
     return request.overwrite or (request.force and output_replaces_input(request))
 
 
-def check_destination(location: Location, store: S3Store, *, replace: bool) -> None:
+def check_destination(
+    location: Location, store: S3Store, *, replace: bool, owner: str | None = None
+) -> None:
     """Fail fast when `location` can't be written: directory not creatable, bucket
-    missing, or (unless `replace`) already there."""
+    missing, or (unless `replace`) already there, unless it is an S3 object that
+    `owner` published."""
     if isinstance(location, LocalPath):
         prepare_output_dir(location.path)
         if not replace and location.path.exists():
@@ -57,6 +62,8 @@ def check_destination(location: Location, store: S3Store, *, replace: bool) -> N
             raise BucketNotFound(
                 f"S3 bucket {location.bucket!r} does not exist (for {location.uri})"
             )
+    elif owner is not None:
+        store.owned_etag(location, owner)  # OutputExists unless absent or owner's own
     elif store.object_exists(location):  # a missing bucket raises here
         raise OutputExists(f"output {location.uri} already exists; pass --overwrite to replace it")
 
@@ -84,7 +91,7 @@ def check_output(request: PruneRequest, store: S3Store) -> None:
         # Reports are always replaced: they describe the run that writes them.
         check_destination(report, store, replace=True)
     if output is not None:
-        check_destination(output, store, replace=may_replace_output(request))
+        check_destination(output, store, replace=may_replace_output(request), owner=request.owner)
 
 
 def termination_log_clash(path: str | None, request: PruneRequest) -> str | None:

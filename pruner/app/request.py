@@ -32,7 +32,10 @@ class PruneRequest:
     verify: bool = False
     force: bool = False  # allow output == input
     overwrite: bool = False  # allow replacing an existing output file or object
-    safe_mode: bool = True
+    # Recorded on the published output; an existing output with the same owner is this
+    # run's own (an earlier attempt of the same job) and may be replaced.
+    owner: str | None = None
+    safe_mode: bool = True  # for --verify: Keras builds no Lambda layers unless False
     s3: S3Options = field(default_factory=S3Options)
 
     @property

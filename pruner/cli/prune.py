@@ -23,7 +23,7 @@ from prunejob_contract.arguments import OneLineParser
 from prunejob_contract.errors import INTERRUPTED, InvalidArgument, PrunejobError
 from prunejob_contract.settings import CRITERIA, NORMALIZERS, PruneSettings
 from prunejob_contract.termination import TERMINATION_LOG
-from pruner.app.pipeline import run_prune  # no TensorFlow, no numpy
+from pruner.app.pipeline import run_prune  # no TensorFlow
 from pruner.app.preflight import termination_log_clash
 from pruner.app.progress import Progress
 from pruner.app.report import format_summary
@@ -53,8 +53,15 @@ the output is age-encrypted (OUTPUT may end in .age). The key comes from -k, the
 visible in the process list). Decrypted models live only in a private temporary
 directory (tmpfs when it fits), removed on every exit path.
 
+The pruned model is the input file, edited: the same format (.keras, or HDF5
+.h5/.hdf5) and Keras dialect (a Keras 2 file stays Keras 2), the same layer names,
+order and metadata; only the pruned counts and sliced weights change. Optimizer
+state and training config are dropped (their shapes no longer fit). Without
+--verify no TensorFlow is imported.
+
 An existing output (file or object) is replaced only with --overwrite (--force
-alone allows -o to name the input itself). Outputs appear whole or not at all.
+alone allows -o to name the input itself), or, for an S3 object that this --owner
+published, by the same --owner. Outputs appear whole or not at all.
 The JSON report goes to --report, else next to an S3 output as
 OUTPUT.report.json; local outputs get a report only with --report.
 
@@ -86,15 +93,16 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         dest="model",
         required=True,
         metavar="MODEL",
-        help="model to prune (.keras or .h5, plain or age-encrypted): a path or s3://bucket/key",
+        help="model to prune (.keras, .h5 or .hdf5, plain or age-encrypted): a path or "
+        "s3://bucket/key",
     )
     files.add_argument(
         *flags.OUTPUT,
         dest="output",
         metavar="OUTPUT",
         help="where the pruned model goes: a path (its directory is created) or "
-        "s3://bucket/key ending in .keras or .h5 (+ .age when encrypted); "
-        "required unless --dry-run",
+        "s3://bucket/key, in the input's format: ending in .keras, or .h5/.hdf5 (+ .age "
+        "when encrypted); required unless --dry-run",
     )
     files.add_argument(
         *flags.KEY,
@@ -122,6 +130,12 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         *flags.FORCE, action="store_true", help="allow the output to overwrite the input model"
     )
     files.add_argument(
+        *flags.OWNER,
+        metavar="ID",
+        help="who publishes the output: recorded on an S3 output (x-amz-meta-prunejob-owner); "
+        "an existing output recorded with the same ID may be replaced without --overwrite",
+    )
+    files.add_argument(
         *flags.S3_ENDPOINT,
         metavar="URL",
         help="S3-compatible endpoint (MinIO, Ceph, ...), overriding AWS_ENDPOINT_URL[_S3]",
@@ -136,8 +150,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "--safe-mode",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="load the model in Keras safe mode (default); models with Lambda layers "
-        "need --no-safe-mode, which runs code stored in the file: only for trusted files",
+        help="--verify builds the models in Keras safe mode (default); models with Lambda "
+        "layers need --no-safe-mode there, which runs code stored in the file: only for "
+        "trusted files (without --verify nothing in the file is run)",
     )
 
     pruning = parser.add_argument_group("pruning (TAO tlt-prune flags and defaults)")
@@ -187,6 +202,12 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         help="layers that are never pruned (repeatable)",
     )
     pruning.add_argument(
+        *flags.PRUNE_TRANSPOSE_FILTERS,
+        action="store_true",
+        help="beyond TAO: also prune the output filters of Conv*Transpose layers (TAO "
+        "prunes only their input channels, the default)",
+    )
+    pruning.add_argument(
         *flags.TARGET_RATIO,
         type=float,
         metavar="R",
@@ -227,7 +248,10 @@ def parse_request(argv: Sequence[str], prog: str) -> PruneRequest:
         threshold=DEFAULTS.threshold if args.pruning_threshold is None else args.pruning_threshold,
         min_num_filters=args.min_num_filters,
         excluded_layers=tuple(dict.fromkeys(args.excluded_layers)),  # dedupe, keep order
+        prune_transpose_filters=args.prune_transpose_filters,
     )
+    if args.owner is not None and not args.owner.strip():
+        raise InvalidArgument("--owner must not be empty")
     if args.output is None and not args.dry_run:
         raise InvalidArgument("-o/--output_file is required (unless --dry-run)")
     return PruneRequest(  # keyword arguments are evaluated (and validated) in this order
@@ -243,6 +267,7 @@ def parse_request(argv: Sequence[str], prog: str) -> PruneRequest:
         verify=args.verify,
         force=args.force,
         overwrite=args.overwrite,
+        owner=args.owner,
         safe_mode=args.safe_mode,
     )
 

@@ -1,34 +1,32 @@
-"""Parameter and FLOP counts, from a model or from a plan without surgery.
+"""Parameter and FLOP counts, from a model's config and weights or from a plan.
 
 FLOPs here are 2 x the multiply-accumulates of the layers that own kernels (Conv*,
 Dense, DepthwiseConv*, SeparableConv*, Conv*Transpose), summed over every call of the
 layer; normalization, activations, pooling and merges are not counted. Unknown
 (None) spatial sizes count as 1, so such models get per-position FLOPs.
-`count_flops(model)` and `PreparedModel.totals(plan)["flops"]` use the same formula.
+`count_flops(config, weights)` and `PreparedModel.totals(plan)["flops"]` use the same
+formula.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
 from pruner.core.graph import ChannelGraph, KeptByRoot, LayerRecord
-from pruner.core.walk import as_functional, build_graph
-
-if TYPE_CHECKING:
-    import keras
+from pruner.core.walk import Weights, build_graph
 
 
-def count_params(model: keras.Model) -> int:
+def count_params(weights: Weights) -> int:
     """All weights, trainable or not (BatchNormalization moving stats included), like
-    `model.count_params()` and TAO's pruning ratio."""
-    return sum(math.prod(w.shape) for w in model.weights)
+    Keras' `model.count_params()` and TAO's pruning ratio."""
+    return sum(math.prod(np.shape(w)) for values in weights.values() for w in values)
 
 
-def count_flops(model: keras.Model) -> int:
-    graph = build_graph(as_functional(model))
+def count_flops(config: dict[str, Any], weights: Weights) -> int:
+    graph = build_graph(config, weights)
     full = {root: np.arange(graph.sources[root].size) for root in graph.groups()}
     return graph_totals(graph, full)["flops"]
 
@@ -46,7 +44,7 @@ def layer_indices(
 
 def weight_sizes(rec: LayerRecord, in_idx: np.ndarray, out_idx: np.ndarray) -> dict[str, int]:
     """Element count of each of the layer's weights after slicing."""
-    shapes = {w.name: tuple(w.shape) for w in getattr(rec.op, "weights", [])}
+    shapes = rec.weight_shapes()
     index_map = rec.kind.index_map(rec, shapes, in_idx, out_idx) if shapes else {}
     sizes = {}
     for name, shape in shapes.items():
@@ -59,7 +57,7 @@ def graph_totals(graph: ChannelGraph, kept: KeptByRoot) -> dict[str, int]:
     params = 0
     macs = 0
     for rec in graph.records.values():
-        if not rec.calls or not getattr(rec.op, "weights", None):
+        if not rec.calls or not rec.weights:
             continue
         in_idx, out_idx = layer_indices(graph, rec, kept)
         sizes = weight_sizes(rec, in_idx, out_idx)

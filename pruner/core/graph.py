@@ -1,12 +1,13 @@
-"""The channel-dependency graph of a functional Keras model, and the layer-kind interface.
+"""The channel-dependency graph of a Keras model's config, and the layer-kind interface.
 
 Every tensor's channel axis is described by a `Layout`: the channel spaces
 ("sources") it is made of, in order. A source is the set of output channels of one
 producing layer (Conv/Dense...) or a fixed set that is never pruned (a model input,
 the output of an opaque layer). Layer kinds (`LayerKind`, implemented per family in
-`pruner.core.kinds`) say how layouts flow through each layer; element-wise merges tie
-sources together with a union-find, so a group of tied sources ends up keeping the
-same channel indices. `pruner.core.walk` builds the graph from a model.
+`pruner.core.kinds`) say how layouts flow through each layer, what its output shape
+is and which weights it has; element-wise merges tie sources together with a
+union-find, so a group of tied sources ends up keeping the same channel indices.
+`pruner.core.walk` builds the graph from a model's config and weights.
 
 Layer paths are the layer name for top-level layers and `outer/inner` inside nested
 models.
@@ -17,15 +18,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from prunejob_contract.errors import UnsupportedLayer
 from pruner.core.modelconfig import Shape, model_data_format
-
-if TYPE_CHECKING:
-    import keras  # annotations only: the graph is built from an already loaded model
+from pruner.core.shapes import ShapeUnknown
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,7 @@ class Call:
     in_shapes: list[Shape]
     out_layouts: list[Layout] = field(default_factory=list)
     out_shapes: list[Shape] = field(default_factory=list)
-    node: dict[str, Any] | None = None  # the serialized call (args/kwargs), for constants
+    constants: list[Any] = field(default_factory=list)  # non-tensor arguments of the call
 
 
 @dataclass
@@ -64,12 +63,17 @@ class LayerRecord:
     path: str
     class_name: str
     kind: LayerKind
-    op: Any  # the Keras layer or operation object
-    config: dict[str, Any]  # this layer's entry config inside the model config tree
+    config: dict[str, Any]  # this layer's config inside the model config tree
     excluded: bool
+    entry: dict[str, Any] = field(default_factory=dict)  # the whole entry (build_config)
+    module: str = ""
     calls: list[Call] = field(default_factory=list)
     source: int | None = None  # for producers: the source of their output channels
     channels_first: bool = False  # the model's data format
+    weight_names: list[str] = field(default_factory=list)  # declared, in Keras order
+    weights: dict[str, np.ndarray] = field(default_factory=dict)  # by declared name
+    inner: LayerRecord | None = None  # the wrapped layer of a TimeDistributed
+    options: dict[str, Any] = field(default_factory=dict)  # graph-wide switches
 
     def channel_axis(self, rank: int) -> int:
         return channel_axis(self.channels_first, rank)
@@ -79,10 +83,24 @@ class LayerRecord:
         return self.path.rsplit("/", 1)[-1]
 
     def weight(self, name: str) -> np.ndarray:
-        for w in self.op.weights:
-            if w.name == name:
-                return w.numpy()
-        raise KeyError(f"layer '{self.path}' has no weight {name!r}")
+        if name not in self.weights:
+            raise KeyError(f"layer '{self.path}' has no weight {name!r}")
+        return self.weights[name]
+
+    def weight_shapes(self) -> dict[str, Shape]:
+        return {name: tuple(w.shape) for name, w in self.weights.items()}
+
+
+@dataclass
+class ShapeSite:
+    """A shape stored in the config (a Keras 3 call's tensor, a build_config input shape, a
+    nested input's batch shape) whose channel axis follows the tensor with `layout`."""
+
+    container: dict[str, Any]
+    key: str
+    layout: Layout
+    axis: int  # the channel axis within that shape
+    index: int | None = None  # container[key] is a list of shapes: this one
 
 
 @dataclass
@@ -119,11 +137,16 @@ KeptByRoot = dict[int, np.ndarray]  # union-find root source -> kept channel ind
 class ChannelGraph:
     """Sources, their union-find, pins, stat contributions and per-layer records."""
 
-    def __init__(self, model: keras.Model, config: dict[str, Any], excluded: Iterable[str]):
-        self.model = model
-        self.config = config
+    def __init__(
+        self,
+        config: dict[str, Any],
+        excluded: Iterable[str],
+        options: dict[str, Any] | None = None,
+    ):
+        self.config = config  # the model's own config dict ({"layers": ...})
         self.channels_first = model_data_format(config) == "channels_first"
         self.excluded = frozenset(excluded)
+        self.options = dict(options or {})
         self.sources: list[Source] = []
         self._parent: list[int] = []
         self.pins: dict[int, str] = {}
@@ -132,6 +155,7 @@ class ChannelGraph:
         self.unpruned_checks: list[UnprunedCheck] = []
         self.group_checks: list[GroupCheck] = []
         self.outputs: list[Layout] = []
+        self.shape_sites: list[ShapeSite] = []
 
     # --- sources and the union-find -------------------------------------------------
     def new_source(self, size: int, owner: str | None = None, pin: str | None = None) -> Layout:
@@ -289,35 +313,41 @@ def spatial_positions(rec: LayerRecord, shape: Shape) -> int:
 class LayerKind:
     """How one family of Keras layers (or raw `keras.ops` calls) handles channels.
 
-    `flow` says how channels flow through a call, `weight_roles`/`roles` which weight
-    axes follow the input or the output channels, `stat` the per-filter statistic of
-    layers that own filters, and `rewrite_config` how surgery changes the config.
+    `flow` says how channels flow through a call, `output_shapes` what shape comes out
+    (Keras 2 configs store none), `declared_weights` which weights the layer has in
+    Keras order (what `layer.get_weights()` returns), `weight_roles`/`roles` which
+    weight axes follow the input or the output channels, `stat` the per-filter
+    statistic of layers that own filters, and `rewrite_config` how surgery changes
+    the config.
     """
 
     class_names: ClassVar[tuple[str, ...]] = ()  # the Keras classes this kind handles
+    # where those classes may come from, when the config says (`module`); () = Keras' own
+    # layer modules. A class of the same name from elsewhere is a custom class.
+    modules: ClassVar[tuple[str, ...]] = ()
     owns_filters: ClassVar[bool] = False  # listed in the plan with its output filters
+    any_weights: ClassVar[bool] = False  # True: keeps whatever weights it has, unsliced
     weight_roles: ClassVar[Roles] = {}
     mask_role: ClassVar[str] = OUT  # masking zeroes removed channels along this role...
     masked_weights: ClassVar[frozenset[str]] = frozenset()  # ...in these weights
     mac_weights: ClassVar[tuple[str, ...]] = ()  # MACs = positions * size of these
 
-    def initializer_key(self, weight: str) -> str:
-        """The config key of the initializer that creates weight `weight`."""
-        return f"{weight}_initializer"
+    def declared_weights(self, rec: LayerRecord) -> list[str]:
+        """The layer's weights, in Keras order, as its config says it has them."""
+        return []
 
     def check(self, rec: LayerRecord) -> None:
         """Static validation once per layer; raise UnsupportedLayer."""
-        roles = self.weight_roles
-        if roles:
-            unknown = sorted({w.name for w in getattr(rec.op, "weights", [])} - set(roles))
-            if unknown:
-                raise UnsupportedLayer(
-                    f"layer '{rec.path}' ({rec.class_name}) has weights {unknown} the "
-                    "pruner does not know how to slice"
-                )
 
     def flow(self, g: ChannelGraph, rec: LayerRecord, call: Call) -> list[Layout]:
         raise NotImplementedError
+
+    def output_shapes(self, rec: LayerRecord, call: Call) -> list[Shape]:
+        """The shapes of the call's outputs, from the config and the input shapes (raise
+        ShapeUnknown when they cannot be worked out). Default: the first input's."""
+        if not call.in_shapes:
+            raise ShapeUnknown("the layer has no tensor input")
+        return [call.in_shapes[0]]
 
     def stat(self, rec: LayerRecord) -> np.ndarray | None:
         """Raw per-output-filter L2 norms (producers and depthwise layers only)."""

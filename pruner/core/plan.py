@@ -1,8 +1,9 @@
 """The pruning plan: which output filters every layer keeps, as plain data.
 
-`prepare` builds the channel graph and the per-filter statistics once (steps 1 and 3
-of the semantics); `PreparedModel.plan(threshold)` re-runs only step 2, so searching
-many thresholds (`--target-ratio`) is cheap. Nothing here rebuilds a model: surgery
+`prepare(config, weights, settings)` builds the channel graph and the per-filter
+statistics once (steps 1 and 3 of the semantics) from a model's config and weights;
+`PreparedModel.plan(threshold)` re-runs only step 2, so searching many thresholds
+(`--target-ratio`) is cheap. Nothing here builds a Keras model: surgery
 (`pruner.core.surgery.apply_plan`) consumes the plan.
 
 Layer names in a plan are graph paths: the layer name for top-level layers and
@@ -12,7 +13,7 @@ Layer names in a plan are graph paths: the layer name for top-level layers and
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -21,10 +22,7 @@ from prunejob_contract.settings import PruneSettings
 from pruner.core.counting import graph_totals
 from pruner.core.graph import ChannelGraph, KeptByRoot, Piece
 from pruner.core.stats import merge, normalize, retained_indices
-from pruner.core.walk import as_functional, build_graph
-
-if TYPE_CHECKING:
-    import keras
+from pruner.core.walk import Weights, build_graph
 
 
 @dataclass
@@ -67,6 +65,7 @@ class PrunePlan:
                 threshold=float(s["threshold"]),
                 min_num_filters=int(s["minNumFilters"]),
                 excluded_layers=tuple(s.get("excludedLayers", ())),
+                prune_transpose_filters=bool(s.get("pruneTransposeFilters", False)),
             )
             layers = [
                 LayerPlan(str(lp["name"]), str(lp["type"]), int(lp["before"]), list(lp["kept"]))
@@ -83,13 +82,24 @@ class PrunePlan:
         }
 
 
+def graph_for(config: dict[str, Any], weights: Weights, settings: PruneSettings) -> ChannelGraph:
+    """The channel graph these settings see (exclusions, transposed-filter switch)."""
+    return build_graph(
+        config,
+        weights,
+        settings.excluded_layers,
+        prune_transpose_filters=settings.prune_transpose_filters,
+    )
+
+
 class PreparedModel:
     """A model's channel graph and merged group statistics, computed once."""
 
-    def __init__(self, model: keras.Model, settings: PruneSettings):
-        self.model = as_functional(model)
+    def __init__(self, config: dict[str, Any], weights: Weights, settings: PruneSettings):
+        self.config = config
+        self.weights = weights
         self.settings = settings
-        self.graph = build_graph(self.model, settings.excluded_layers)
+        self.graph = graph_for(config, weights, settings)
         graph = self.graph
         records = graph.records
         layer_stats: dict[str, np.ndarray] = {}
@@ -158,13 +168,15 @@ class PreparedModel:
         }
 
 
-def prepare(model: keras.Model, settings: PruneSettings) -> PreparedModel:
-    """Build the channel graph and per-filter stats once (raises UnsupportedLayer etc.)."""
-    return PreparedModel(model, settings)
+def prepare(config: dict[str, Any], weights: Weights, settings: PruneSettings) -> PreparedModel:
+    """Build the channel graph and per-filter stats once from a model's config (as its
+    file stores it, either dialect) and weights (`{layer path: [arrays in Keras
+    order]}`). Raises UnsupportedLayer, InvalidModel etc. with one-line messages."""
+    return PreparedModel(config, weights, settings)
 
 
-def compute_plan(model: keras.Model, settings: PruneSettings) -> PrunePlan:
-    return prepare(model, settings).plan()
+def compute_plan(config: dict[str, Any], weights: Weights, settings: PruneSettings) -> PrunePlan:
+    return prepare(config, weights, settings).plan()
 
 
 def layer_plans(graph: ChannelGraph, kept: KeptByRoot) -> list[LayerPlan]:

@@ -1,78 +1,102 @@
-"""Apply a plan: rewrite layer configs, rebuild the model once, with sliced weights.
+"""Apply a plan to a model's config and weights, without Keras.
 
-Creating a TensorFlow variable costs milliseconds, and a rebuilt ResNet50 has 320 of
-them: building them with their random initializers and then assigning the sliced
-values costs about twice as much as creating them from the sliced values directly.
-So surgery hands each layer a `_Preset` initializer holding its sliced weight, and
-after the rebuild puts the original initializers back on the layers (each layer keeps
-its constructor initializers in public attributes of the same name, which is what its
-`get_config` saves). Weights without a known initializer are set afterwards.
+The same config with the pruned counts changed, and the weights sliced.
+
+The config is the input's own JSON (a deep copy) with only what pruning changes
+edited in place, so names, key order, custom metadata and the dialect stay as they
+were: filters/units, Reshape targets, per-channel constants (Rescaling,
+Normalization), LayerScale's projection_dim, and every shape the config stores along
+a pruned channel axis (Keras 3 call tensors, `build_config` input shapes, nested
+input shapes). A Keras 2 config also gets the few Keras-3-compatibility edits of
+`pruner.core.dialect` (keys that say nothing), so the file loads in Keras 3 too.
+Weights keep their structure: the same layer paths, the same order; arrays that lose
+nothing are the input's own objects, not copies.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import copy
+from collections.abc import MutableMapping
+from typing import Any
 
 import numpy as np
 
 from pruner.core.counting import layer_indices
-from pruner.core.plan import PrunePlan, kept_from_plan
-from pruner.core.walk import as_functional, build_graph
+from pruner.core.dialect import keras2_output_edits
+from pruner.core.graph import ChannelGraph, KeptByRoot
+from pruner.core.plan import PrunePlan, graph_for, kept_from_plan
+from pruner.core.walk import Weights
 
-if TYPE_CHECKING:
-    import keras
+NewWeights = dict[str, list[np.ndarray]]
 
 
-def apply_plan(model: keras.Model, plan: PrunePlan) -> keras.Model:
-    """A new functional model with the plan's filters removed; `model` is not changed."""
-    import keras  # lazy: importing the pruner must not load TensorFlow
+def apply_plan(
+    config: dict[str, Any], weights: Weights, plan: PrunePlan, *, consume: bool = False
+) -> tuple[dict[str, Any], NewWeights]:
+    """(pruned config, pruned weights); `config` and `weights` are not changed, unless
+    `consume`: then `weights` (a dict) is emptied layer by layer as each layer is
+    sliced, for a caller that needs the input's weights no more, so that the input's
+    and the pruned arrays never all exist at once (the peak memory of a prune)."""
+    consumed: MutableMapping[str, Any] | None = None
+    if consume:
+        if not isinstance(weights, MutableMapping):
+            raise TypeError("apply_plan(consume=True) needs the weights as a mutable mapping")
+        consumed = weights
+    pruned = copy.deepcopy(config)
+    slices = edit_config(pruned, weights, plan)  # the graph, holding the inputs, is gone
+    new_weights: NewWeights = {path: list(values) for path, values in weights.items()}
+    for path, axes in slices:
+        values = new_weights[path]
+        new_weights[path] = [
+            slice_weight(np.asarray(value), ax) for value, ax in zip(values, axes, strict=True)
+        ]
+        del values
+        if consumed is not None:
+            del consumed[path]
+    if consumed is not None:
+        consumed.clear()  # the rest: the pruned weights share those arrays, uncopied
+    return pruned, new_weights
 
-    model = as_functional(model)
-    graph = build_graph(model, plan.settings.excluded_layers)
+
+def edit_config(
+    pruned: dict[str, Any], weights: Weights, plan: PrunePlan
+) -> list[tuple[str, list[dict[int, np.ndarray]]]]:
+    """Edit `pruned` (a copy of the config) in place; return how to slice each layer's
+    weights: (layer path, per weight in order {axis: kept indices})."""
+    graph = graph_for(pruned, weights, plan.settings)
     kept = kept_from_plan(graph, plan)
-    originals: dict[str, dict[str, Any]] = {}  # path -> {initializer key: config}
-    leftovers: dict[str, list[np.ndarray]] = {}  # path -> all sliced weights, set later
+    slices = []
     for path, rec in graph.records.items():
         if not rec.calls:
             continue
         in_idx, out_idx = layer_indices(graph, rec, kept)
         rec.kind.rewrite_config(rec, rec.config, in_idx, out_idx)
-        variables = getattr(rec.op, "weights", None)
-        if not variables:
+        if not rec.weights:
             continue
-        shapes = {w.name: tuple(w.shape) for w in variables}
-        index_map = rec.kind.index_map(rec, shapes, in_idx, out_idx)
-        values = [slice_weight(w.numpy(), index_map.get(w.name, {})) for w in variables]
-        keys = [rec.kind.initializer_key(w.name) for w in variables]
-        if len(set(keys)) == len(keys) and all(key in rec.config for key in keys):
-            originals[path] = {key: rec.config[key] for key in keys}
-            for key, value in zip(keys, values, strict=True):
-                rec.config[key] = _Preset(value)
+        index_map = rec.kind.index_map(rec, rec.weight_shapes(), in_idx, out_idx)
+        slices.append((path, [index_map.get(name, {}) for name in rec.weight_names]))
+    rewrite_shapes(graph, kept)
+    keras2_output_edits(pruned)
+    return slices
+
+
+def rewrite_shapes(graph: ChannelGraph, kept: KeptByRoot) -> None:
+    """Every stored shape along a pruned channel axis gets the pruned count."""
+    for site in graph.shape_sites:
+        count = len(graph.kept_indices(site.layout, kept))
+        if count == graph.size(site.layout):
+            continue
+        value = site.container[site.key]
+        if site.index is None:
+            shape = list(value)
+            shape[site.axis] = count
+            site.container[site.key] = shape
         else:
-            leftovers[path] = values
-    strip_build_configs(graph.config)
-    pruned = keras.Model.from_config(graph.config)
-    for path, configs in originals.items():
-        layer = find_layer(pruned, path)
-        for key, config in configs.items():
-            setattr(layer, key, keras.initializers.deserialize(config))
-    for path, values in leftovers.items():
-        find_layer(pruned, path).set_weights(values)
-    return pruned
-
-
-class _Preset:
-    """An initializer that returns one given array (used once, during the rebuild)."""
-
-    def __init__(self, value: np.ndarray):
-        self.value = value
-
-    def __call__(self, shape: Any, dtype: Any = None) -> Any:
-        import keras  # lazy: importing the pruner must not load TensorFlow
-
-        if tuple(shape) != self.value.shape:
-            raise ValueError(f"preset weight has shape {self.value.shape}, layer wants {shape}")
-        return keras.ops.convert_to_tensor(self.value, dtype=dtype)
+            shapes = list(value)
+            shape = list(shapes[site.index])
+            shape[site.axis] = count
+            shapes[site.index] = shape
+            site.container[site.key] = shapes
 
 
 def slice_weight(value: np.ndarray, axes: dict[int, np.ndarray]) -> np.ndarray:
@@ -80,23 +104,3 @@ def slice_weight(value: np.ndarray, axes: dict[int, np.ndarray]) -> np.ndarray:
         if len(idx) != value.shape[axis]:  # untouched axes are not copied
             value = np.take(value, idx, axis=axis)
     return value
-
-
-def find_layer(model: Any, path: str) -> Any:
-    layer = model
-    for name in path.split("/"):
-        layer = layer.get_layer(name)
-    return layer
-
-
-def strip_build_configs(config: Any) -> None:
-    """Drop stale shapes recorded at build time; from_config then builds from the
-    (rewritten) graph instead."""
-    if isinstance(config, dict):
-        for key in ("build_config", "build_input_shape", "compile_config"):
-            config.pop(key, None)
-        for value in config.values():
-            strip_build_configs(value)
-    elif isinstance(config, list):
-        for value in config:
-            strip_build_configs(value)

@@ -1,8 +1,13 @@
 """What a file is, from its first bytes or its name: the one place for the magic bytes.
 
-A model is a `.keras` zip or an `.h5` HDF5 file, plain or age-encrypted; Keras picks
-the format it reads and writes from the file's suffix, so the suffix a model file
-needs is derived here too.
+A model is a `.keras` zip or an `.h5`/`.hdf5` HDF5 file, plain or age-encrypted. The
+output's format is named by its suffix (and must be the input's), so the suffix a
+model file needs is derived here too. TAO's own files are recognised here as well:
+a TF1 `.tlt` is the HDF5 model encrypted with TAO's cipher (AES-CTR, a 16-byte
+nonce and then ciphertext: no header at all, so only its name and the absence of
+any known header tell it), a TF2 `.tlt` is an EFF archive of a zipped SavedModel,
+and an `.etlt` is an exported, encrypted ONNX/UFF model (a 4-byte length and the
+input node's name, then TAO's ciphertext).
 """
 
 from __future__ import annotations
@@ -17,7 +22,12 @@ FileFormat = Literal["keras", "h5", "age"]
 ZIP_MAGIC = b"PK\x03\x04"
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 AGE_MAGIC = b"age-encryption.org/v1\n"
-PREFIX_SIZE = max(len(ZIP_MAGIC), len(HDF5_MAGIC), len(AGE_MAGIC))
+GZIP_MAGIC = b"\x1f\x8b"
+TAR_MAGIC = b"ustar"  # at offset 257 of a tar archive
+TAR_MAGIC_OFFSET = 257
+PREFIX_SIZE = TAR_MAGIC_OFFSET + len(TAR_MAGIC)
+TAO_SUFFIXES = (".tlt", ".tltb")
+TAO_EXPORT_SUFFIX = ".etlt"
 
 AGE_SUFFIX = ".age"
 # Keras picks the format from the suffix, so these are the only ones that can be saved.
@@ -71,3 +81,42 @@ def model_suffix(name: str, prefix: bytes) -> str:
     if found == "keras" or found == "h5":
         return FORMAT_SUFFIXES[found]
     return suffix
+
+
+def is_archive(prefix: bytes) -> bool:
+    """Whether the bytes start a tar, gzip or zip archive (what TAO's TF2 `.tlt`
+    EFF archives and other non-Keras bundles are)."""
+    return (
+        prefix.startswith((GZIP_MAGIC, ZIP_MAGIC))
+        or prefix[TAR_MAGIC_OFFSET : TAR_MAGIC_OFFSET + len(TAR_MAGIC)] == TAR_MAGIC
+    )
+
+
+def is_tao_name(name: str) -> bool:
+    return Path(plain_name(name)).suffix.lower() in TAO_SUFFIXES
+
+
+def is_tao_export_name(name: str) -> bool:
+    return Path(plain_name(name)).suffix.lower() == TAO_EXPORT_SUFFIX
+
+
+def tao_export_message(shown: str) -> str:
+    return (
+        f"{shown} looks like a TAO export (.etlt: an encrypted ONNX/UFF model for "
+        "TensorRT), not a Keras model; prune the .hdf5 (or .tlt) it was exported from"
+    )
+
+
+def tao_encrypted_message(shown: str) -> str:
+    return (
+        f"{shown} looks like a TAO-encrypted .tlt model (TAO's own cipher, which is not "
+        "published, so prunejob cannot read it); decrypt it with TAO's own tools first and "
+        "give the resulting .hdf5 (TAO 5 writes its models as plain .hdf5)"
+    )
+
+
+def tao_archive_message(shown: str) -> str:
+    return (
+        f"{shown} looks like a TAO TensorFlow 2 .tlt (an EFF archive holding a SavedModel), "
+        "which is not supported: prunejob prunes Keras model files (.keras, .h5, .hdf5)"
+    )

@@ -10,7 +10,8 @@ one-line message.
 
 Uploads are all-or-nothing: one PutObject or a multipart upload that is completed
 only when every part is in (and aborted otherwise), with `If-None-Match: *` unless
-overwriting is allowed.
+overwriting is allowed, or `If-Match: <ETag>` when replacing an object this run's
+owner published (`OWNER_METADATA`), so that a concurrent writer still wins.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from prunejob_contract.errors import (
 from pruner.io.locations import S3Object
 
 MiB = 1024 * 1024
+# The object metadata key (x-amz-meta-prunejob-owner) that records who published it.
+OWNER_METADATA = "prunejob-owner"
 ProgressCallback = Callable[[int], None]
 """Called with the number of bytes moved since the previous call."""
 
@@ -245,6 +248,13 @@ def _require_absent(params: dict[str, Any], **kwargs: Any) -> None:
     params["IfNoneMatch"] = "*"
 
 
+def _require_etag(etag: str) -> Callable[..., None]:
+    def require(params: dict[str, Any], **kwargs: Any) -> None:
+        params["IfMatch"] = etag
+
+    return require
+
+
 _CREATE_ONLY = ("PutObject", "CompleteMultipartUpload")  # the requests that make an object
 
 
@@ -267,6 +277,31 @@ class S3Store:
 
     def object_exists(self, obj: S3Object) -> bool:
         return object_exists(self.client, obj)
+
+    def owned_etag(self, obj: S3Object, owner: str | None) -> str | None:
+        """None when `obj` does not exist; its ETag when it exists and records `owner`
+        as who published it (this run may replace it, if it is still that version);
+        OutputExists otherwise. A missing bucket raises BucketNotFound."""
+        client = self.client
+        from botocore.exceptions import ClientError  # lazy, with boto3
+
+        try:
+            head = client.head_object(Bucket=obj.bucket, Key=obj.key)
+        except ClientError as err:
+            if _error_code(err) in ("404", "NoSuchKey", "NotFound"):
+                if not bucket_exists(client, obj):
+                    raise BucketNotFound(
+                        f"S3 bucket {obj.bucket!r} does not exist (for {obj.uri})"
+                    ) from None
+                return None
+            raise map_error(err, obj, client, missing="output") from None
+        except Exception as err:
+            raise map_error(err, obj, client, missing="output") from None
+        recorded = (head.get("Metadata") or {}).get(OWNER_METADATA)
+        if owner is not None and recorded == owner:
+            return str(head["ETag"])
+        by = f" (published by owner {recorded!r})" if recorded else ""
+        raise OutputExists(f"output {obj.uri} already exists{by}; pass --overwrite to replace it")
 
     def head(self, obj: S3Object) -> dict[str, Any]:
         """The object's HEAD response (size, metadata); a missing object is ModelNotFound."""
@@ -302,22 +337,29 @@ class S3Store:
         overwrite: bool,
         metadata: dict[str, str] | None = None,
         progress: ProgressCallback | None = None,
+        if_match: str | None = None,
     ) -> None:
         """Upload `source` to `obj`, all or nothing; never replaces an object unless
         `overwrite` (checked up front for a clear early error, and enforced by the
-        store with `If-None-Match: *` on the final PUT / CompleteMultipartUpload)."""
+        store with `If-None-Match: *` on the final PUT / CompleteMultipartUpload), or
+        unless it is still the version whose ETag is `if_match` (`If-Match`)."""
         from s3transfer.manager import TransferManager  # lazy, with boto3
 
         client = self.client
         events = client.meta.events
+        condition: Callable[..., None] | None = None
         if not overwrite:
-            if object_exists(client, obj):
+            if if_match is not None:
+                condition = _require_etag(if_match)
+            elif object_exists(client, obj):
                 raise OutputExists(
                     f"output {obj.uri} already exists; pass --overwrite to replace it"
                 )
+            else:
+                condition = _require_absent
             # Only for this upload: the client is shared with later requests (the report).
             for operation in _CREATE_ONLY:
-                events.register(f"before-parameter-build.s3.{operation}", _require_absent)
+                events.register(f"before-parameter-build.s3.{operation}", condition)
         elif not bucket_exists(client, obj):
             raise BucketNotFound(f"S3 bucket {obj.bucket!r} does not exist (for {obj.uri})")
         extra_args = {"Metadata": metadata} if metadata else {}
@@ -331,9 +373,9 @@ class S3Store:
         except Exception as err:
             raise map_error(_unwrap(err), obj, client, missing="output") from None
         finally:
-            if not overwrite:
+            if condition is not None:
                 for operation in _CREATE_ONLY:
-                    events.unregister(f"before-parameter-build.s3.{operation}", _require_absent)
+                    events.unregister(f"before-parameter-build.s3.{operation}", condition)
 
     def put_bytes(self, data: bytes, obj: S3Object, *, overwrite: bool, content_type: str) -> None:
         """One small PutObject (reports); same overwrite rule as `upload`."""

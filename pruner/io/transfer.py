@@ -1,5 +1,7 @@
-"""Moving artifacts between their locations and local files: download and decrypt an
-input, encrypt and upload (or atomically write) an output, publish a JSON document.
+"""Moving artifacts between their locations and local files.
+
+Download and decrypt an input, encrypt and upload (or atomically write) an output,
+publish a JSON document.
 
     with fetch_model(location, key, store) as plain_model:   # download, decrypt
         ...
@@ -24,7 +26,7 @@ from pruner.io import age
 from pruner.io.atomic import atomic_write
 from pruner.io.formats import file_is_encrypted, model_suffix, read_prefix
 from pruner.io.locations import LocalPath, Location
-from pruner.io.s3 import MiB, ProgressCallback, S3Store
+from pruner.io.s3 import OWNER_METADATA, MiB, ProgressCallback, S3Store
 from pruner.io.scratch import private_directory
 
 
@@ -129,6 +131,7 @@ def publish_model(
     store: S3Store,
     *,
     overwrite: bool,
+    owner: str | None = None,
     progress: ProgressCallback | None = None,
     work_factor: int = age.DEFAULT_WORK_FACTOR,
 ) -> dict[str, Any]:
@@ -136,8 +139,10 @@ def publish_model(
 
     Local outputs are written atomically (temp file + rename); S3 outputs are
     uploaded all-or-nothing. Nothing is replaced without `overwrite`
-    (OutputExists). Returns {"uri", "sha256", "bytes"} of the stored bytes, which
-    S3 objects also carry as metadata (sha256, size). `work_factor` is the scrypt
+    (OutputExists), except an S3 object that records `owner` as who published it
+    (replaced only if it is still that version: If-Match on its ETag). Returns
+    {"uri", "sha256", "bytes"} of the stored bytes, which S3 objects also carry as
+    metadata (sha256, size, and the owner when given). `work_factor` is the scrypt
     cost for the key (age's default; lower only for tests).
     """
     if isinstance(location, LocalPath):
@@ -149,9 +154,15 @@ def publish_model(
                 else:
                     shutil.copyfileobj(src, writer, MiB)
         return {"uri": str(location), "sha256": writer.sha256, "bytes": writer.size}
-    if not overwrite and store.object_exists(location):
+    etag = None
+    if not overwrite:
         # Fail before spending time on encryption; the upload re-checks atomically.
-        raise OutputExists(f"output {location.uri} already exists; pass --overwrite to replace it")
+        if owner is not None:
+            etag = store.owned_etag(location, owner)
+        elif store.object_exists(location):
+            raise OutputExists(
+                f"output {location.uri} already exists; pass --overwrite to replace it"
+            )
     with contextlib.ExitStack() as cleanup:
         if key is not None:
             # Ciphertext is not secret: the ordinary temp dir is fine for it.
@@ -165,12 +176,16 @@ def publish_model(
         else:
             upload_path = Path(local_plain)
             digest, size = sha256_file(upload_path)
+        metadata = {"sha256": digest, "size": str(size)}
+        if owner is not None:
+            metadata[OWNER_METADATA] = owner
         store.upload(
             upload_path,
             location,
             overwrite=overwrite,
-            metadata={"sha256": digest, "size": str(size)},
+            metadata=metadata,
             progress=progress,
+            if_match=etag,
         )
     return {"uri": location.uri, "sha256": digest, "bytes": size}
 

@@ -127,6 +127,32 @@ def test_contract_needs_no_third_party_package() -> None:
     assert bad == []
 
 
+HEAVY = ("tensorflow", "keras", "tf_keras")
+# Where the pruner may import Keras/TensorFlow (all of them lazily): --verify only.
+VERIFY_MODULES = {"pruner.core.build", "pruner.app.verify", "pruner.app.pipeline"}
+
+
+def test_pruner_imports_keras_only_for_verify() -> None:
+    """Model files are read and written with h5py + numpy (io), planned and edited on
+    config + weights (core): Keras is imported only where --verify builds models."""
+    bad = [
+        f"{path.relative_to(REPO)}:{line} imports {name}"
+        for module, path in ALL.items()
+        if top(module) == "pruner" and module not in VERIFY_MODULES
+        for name, line in imported(module, path)
+        if top(name) in HEAVY
+    ]
+    assert bad == []
+
+
+def test_prune_extra_has_no_tensorflow() -> None:
+    """What the worker-cpu image installs: the base dependencies and the prune extra."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = project["dependencies"] + project["optional-dependencies"]["prune"]
+    assert not [req for req in wanted if req.lower().startswith(HEAVY)]
+    assert "--extra prune" in (REPO / "Dockerfile").read_text()
+
+
 def test_operator_install_has_no_tensorflow() -> None:
     """What the operator image installs: the base dependencies and the operator extra."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]

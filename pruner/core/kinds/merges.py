@@ -5,15 +5,13 @@ from __future__ import annotations
 from prunejob_contract.errors import UnsupportedLayer
 from pruner.core.graph import Call, ChannelGraph, LayerKind, LayerRecord, Layout, concat_layouts
 from pruner.core.kinds.common import is_channel_axis
-from pruner.core.modelconfig import iter_keras_tensors
+from pruner.core.modelconfig import Shape
+from pruner.core.shapes import ShapeUnknown, broadcast
 
 
 def _has_array_constant(call: Call) -> bool:
     """A non-scalar constant argument (e.g. `x * [..per channel..]`) pins the channels."""
-    if call.node is None:
-        return False
-    args = [a for a in call.node.get("args", []) if not list(iter_keras_tensors(a))]
-    return any(isinstance(a, list | tuple | dict) for a in args)
+    return any(isinstance(a, list | tuple | dict) for a in call.constants)
 
 
 class ElementwiseMerge(LayerKind):
@@ -36,6 +34,22 @@ class ElementwiseMerge(LayerKind):
             g.unify(wide, f"element-wise merge '{rec.path}'")
         return [wide[0]]
 
+    def output_shapes(self, rec: LayerRecord, call: Call) -> list[Shape]:
+        if not call.in_shapes:
+            raise ShapeUnknown("the layer has no tensor input")
+        return [broadcast(call.in_shapes)]
+
+
+class CustomScaleKind(ElementwiseMerge):
+    """InceptionResNetV2's CustomScaleLayer (keras.applications): `x[0] + x[1] * scale`,
+    an element-wise merge of its two inputs."""
+
+    class_names = ("CustomScaleLayer",)
+    modules = (
+        "keras.src.applications.inception_resnet_v2",
+        "tf_keras.src.applications.inception_resnet_v2",
+    )
+
 
 class ConcatenateKind(LayerKind):
     """On the channel axis: channels of each input, shifted by its offset. On another
@@ -49,3 +63,13 @@ class ConcatenateKind(LayerKind):
             return [concat_layouts(call.in_layouts)]
         g.unify(call.in_layouts, f"concatenation '{rec.path}'")
         return [call.in_layouts[0]]
+
+    def output_shapes(self, rec: LayerRecord, call: Call) -> list[Shape]:
+        if not call.in_shapes:
+            raise ShapeUnknown("the layer has no tensor input")
+        rank = len(call.in_shapes[0])
+        axis = int(rec.config.get("axis", -1)) % rank
+        out = list(call.in_shapes[0])
+        dims = [s[axis] for s in call.in_shapes]
+        out[axis] = None if any(d is None for d in dims) else sum(dims)  # type: ignore[misc]
+        return [tuple(out)]

@@ -1,5 +1,7 @@
-"""Channel-wise layers with per-channel weights: Batch/Layer/Group normalization, PReLU,
-preprocessing Normalization."""
+"""Channel-wise layers with per-channel weights.
+
+Batch/Layer/Group normalization, PReLU, preprocessing Normalization, ConvNeXt's
+LayerScale."""
 
 from __future__ import annotations
 
@@ -10,6 +12,12 @@ import numpy as np
 from pruner.core.graph import IN, Call, ChannelGraph, GroupCheck, LayerRecord, Layout, Roles
 from pruner.core.kinds.common import is_channel_axis, single_input, slice_channel_lists
 from pruner.core.kinds.passthrough import PassThrough
+
+
+def affine_weights(rec: LayerRecord) -> list[str]:
+    """gamma if `scale`, beta if `center` (both default on)."""
+    names = ["gamma"] if rec.config.get("scale", True) else []
+    return names + (["beta"] if rec.config.get("center", True) else [])
 
 
 class ChannelWise(PassThrough):
@@ -40,6 +48,9 @@ class BatchNorm(ChannelWise):
     }
     masked_weights = frozenset({"gamma", "beta"})  # gamma = beta = 0 -> the channel is 0
 
+    def declared_weights(self, rec: LayerRecord) -> list[str]:
+        return [*affine_weights(rec), "moving_mean", "moving_variance"]
+
     def channel_axis_ok(self, rec: LayerRecord, rank: int) -> bool:
         axis = rec.config.get("axis", -1)
         axes = axis if isinstance(axis, list | tuple) else [axis]
@@ -53,6 +64,11 @@ class LayerNorm(ChannelWise):
     class_names = ("LayerNormalization",)
     weight_roles: ClassVar[Roles] = {"gamma": {-1: IN}, "beta": {-1: IN}}
     masked_weights = frozenset({"gamma", "beta"})
+
+    def declared_weights(self, rec: LayerRecord) -> list[str]:
+        if rec.config.get("rms_scaling"):  # Keras 3: a scale, no offset
+            return ["gamma"]
+        return affine_weights(rec)
 
     def _axes(self, rec: LayerRecord, rank: int) -> list[int]:
         axis = rec.config.get("axis", -1)
@@ -78,6 +94,9 @@ class GroupNorm(ChannelWise):
     weight_roles: ClassVar[Roles] = {"gamma": {-1: IN}, "beta": {-1: IN}}
     masked_weights = frozenset({"gamma", "beta"})
 
+    def declared_weights(self, rec: LayerRecord) -> list[str]:
+        return affine_weights(rec)
+
     def channel_axis_ok(self, rec: LayerRecord, rank: int) -> bool:
         return is_channel_axis(rec, int(rec.config.get("axis", -1)), rank)
 
@@ -91,12 +110,15 @@ class PReLUKind(ChannelWise):
     class_names = ("PReLU",)
     weight_roles: ClassVar[Roles] = {"alpha": {-1: IN}}
 
+    def declared_weights(self, rec: LayerRecord) -> list[str]:
+        return ["alpha"]
+
     def roles(self, rec: LayerRecord) -> Roles:
-        alpha = [w for w in rec.op.weights if w.name == "alpha"]
-        if not alpha or not rec.calls:
+        alpha = rec.weights.get("alpha")
+        if alpha is None or not rec.calls:
             return {}
         axis = rec.channel_axis(len(rec.calls[0].in_shapes[0])) - 1  # alpha has no batch
-        return {"alpha": {axis: IN}} if alpha[0].shape[axis] != 1 else {}
+        return {"alpha": {axis: IN}} if alpha.shape[axis] != 1 else {}
 
 
 class NormalizationKind(ChannelWise):
@@ -104,6 +126,12 @@ class NormalizationKind(ChannelWise):
 
     class_names = ("Normalization",)
     weight_roles: ClassVar[Roles] = {"mean": {-1: IN}, "variance": {-1: IN}, "count": {}}
+
+    def declared_weights(self, rec: LayerRecord) -> list[str]:
+        # an adaptable layer (no mean/variance in its config) keeps them as weights
+        if rec.config.get("mean") is None:
+            return ["mean", "variance", "count"]
+        return []
 
     def channel_axis_ok(self, rec: LayerRecord, rank: int) -> bool:
         axis = rec.config.get("axis", -1)
@@ -121,3 +149,22 @@ class NormalizationKind(ChannelWise):
         self, rec: LayerRecord, config: dict[str, Any], in_idx: np.ndarray, out_idx: np.ndarray
     ) -> None:
         slice_channel_lists(config, ("mean", "variance"), in_idx)
+
+
+class LayerScaleKind(ChannelWise):
+    """ConvNeXt's LayerScale (keras.applications): x * gamma, one gamma per channel; its
+    config's `projection_dim` is the channel count."""
+
+    class_names = ("LayerScale",)
+    modules = ("keras.src.applications.convnext", "tf_keras.src.applications.convnext")
+    weight_roles: ClassVar[Roles] = {"gamma": {-1: IN}}
+    masked_weights = frozenset({"gamma"})
+
+    def declared_weights(self, rec: LayerRecord) -> list[str]:
+        return ["gamma"]
+
+    def rewrite_config(
+        self, rec: LayerRecord, config: dict[str, Any], in_idx: np.ndarray, out_idx: np.ndarray
+    ) -> None:
+        if "projection_dim" in config:
+            config["projection_dim"] = len(in_idx)

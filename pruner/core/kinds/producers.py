@@ -19,8 +19,15 @@ from pruner.core.graph import (
     Roles,
     spatial_positions,
 )
-from pruner.core.kinds.common import single_input
+from pruner.core.kinds.common import (
+    conv_output_shape,
+    first_shape,
+    layer_channels_first,
+    single_input,
+    uses_bias,
+)
 from pruner.core.modelconfig import Shape
+from pruner.core.shapes import as_tuple, deconv_length, join, split
 from pruner.core.stats import filter_norms
 
 
@@ -37,11 +44,24 @@ class Producer(LayerKind):
     def count_key(self, rec: LayerRecord) -> str:
         return "units" if "units" in rec.config else "filters"
 
+    def declared_weights(self, rec: LayerRecord) -> list[str]:
+        return ["kernel", "bias"] if uses_bias(rec) else ["kernel"]
+
     def grouped(self, rec: LayerRecord) -> bool:
         return int(rec.config.get("groups", 1) or 1) > 1
 
     def roles(self, rec: LayerRecord) -> Roles:
         return {} if self.grouped(rec) else self.weight_roles
+
+    def output_shapes(self, rec: LayerRecord, call: Call) -> list[Shape]:
+        shape = first_shape(call)
+        count = int(rec.config[self.count_key(rec)])
+        if self.count_key(rec) == "units":
+            return [(*shape[:-1], count)]
+        return [conv_output_shape(rec, shape, count)]
+
+    def new_output(self, g: ChannelGraph, rec: LayerRecord) -> Layout:
+        return g.new_source(int(rec.config[self.count_key(rec)]), owner=rec.path)
 
     def flow(self, g: ChannelGraph, rec: LayerRecord, call: Call) -> list[Layout]:
         layout_in = single_input(rec, call)
@@ -51,7 +71,7 @@ class Producer(LayerKind):
                 "only Dense layers on (batch, features) inputs are supported there"
             )
         if rec.source is None:
-            out = g.new_source(int(rec.config[self.count_key(rec)]), owner=rec.path)
+            out = self.new_output(g, rec)
             rec.source = out[0].segments[0]
             g.add_contribution(rec.path, out)
         out = (Piece((rec.source,)),)
@@ -70,11 +90,48 @@ class Producer(LayerKind):
 
 
 class TransposedConv(Producer):
-    """Kernel is (..., out, in): the output axis is -2. MACs count input positions."""
+    """Kernel is (..., out, in): the output axis is -2. MACs count input positions.
+
+    TAO never prunes a transposed convolution's output filters (only its input channels
+    follow the layer before it), so by default its output is a fixed source; with the
+    `prune_transpose_filters` setting it is pruned like a Conv (beyond TAO)."""
 
     class_names = ("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")
     weight_roles: ClassVar[Roles] = {"kernel": {-2: OUT, -1: IN}, "bias": {-1: OUT}}
     filter_axis = -2
+
+    def new_output(self, g: ChannelGraph, rec: LayerRecord) -> Layout:
+        pin = None
+        if not rec.options.get("prune_transpose_filters"):
+            pin = (
+                f"output filters of transposed convolution '{rec.path}' (TAO keeps them; "
+                "--prune-transpose-filters prunes them)"
+            )
+        return g.new_source(int(rec.config["filters"]), owner=rec.path, pin=pin)
+
+    def output_shapes(self, rec: LayerRecord, call: Call) -> list[Shape]:
+        shape = first_shape(call)
+        first = layer_channels_first(rec)
+        spatial, _ = split(shape, first)
+        rank = len(spatial)
+        config = rec.config
+        kernel = as_tuple(config["kernel_size"], rank, "kernel_size")
+        strides = as_tuple(config.get("strides", 1), rank, "strides")
+        dilation = as_tuple(config.get("dilation_rate", 1), rank, "dilation_rate")
+        padding_value = config.get("output_padding")
+        output_padding: tuple[int | None, ...] = (
+            (None,) * rank
+            if padding_value is None
+            else as_tuple(padding_value, rank, "output_padding")
+        )
+        padding = str(config.get("padding", "valid")).lower()
+        out = [
+            deconv_length(n, k, padding, p, s, d)
+            for n, k, p, s, d in zip(
+                spatial, kernel, output_padding, strides, dilation, strict=True
+            )
+        ]
+        return [join(shape[0], out, int(config["filters"]), first)]
 
     def positions(self, rec: LayerRecord, call: Call) -> int:
         return spatial_positions(rec, call.in_shapes[0])
@@ -92,9 +149,9 @@ class SeparableConv(Producer):
     masked_weights = frozenset({"pointwise_kernel", "bias"})
     mac_weights = ("depthwise_kernel", "pointwise_kernel")
 
-    def initializer_key(self, weight: str) -> str:
-        # depthwise_kernel -> depthwise_initializer, pointwise_kernel -> pointwise_initializer
-        return weight.removesuffix("_kernel") + "_initializer"
+    def declared_weights(self, rec: LayerRecord) -> list[str]:
+        names = ["depthwise_kernel", "pointwise_kernel"]
+        return [*names, "bias"] if uses_bias(rec) else names
 
     def stat(self, rec: LayerRecord) -> np.ndarray | None:
         return filter_norms(rec.weight("pointwise_kernel"), -1)
@@ -120,8 +177,10 @@ class Depthwise(LayerKind):
     masked_weights = frozenset({"kernel", "bias"})
     mac_weights = ("kernel",)
 
+    def declared_weights(self, rec: LayerRecord) -> list[str]:
+        return ["kernel", "bias"] if uses_bias(rec) else ["kernel"]
+
     def check(self, rec: LayerRecord) -> None:
-        super().check(rec)
         multiplier = int(rec.config.get("depth_multiplier", 1))
         if multiplier != 1:
             raise UnsupportedLayer(
@@ -129,8 +188,11 @@ class Depthwise(LayerKind):
                 "only depth_multiplier=1 can be pruned"
             )
 
-    def initializer_key(self, weight: str) -> str:
-        return "depthwise_initializer" if weight == "kernel" else f"{weight}_initializer"
+    def output_shapes(self, rec: LayerRecord, call: Call) -> list[Shape]:
+        shape = first_shape(call)
+        _, channels = split(shape, layer_channels_first(rec))
+        multiplier = int(rec.config.get("depth_multiplier", 1))
+        return [conv_output_shape(rec, shape, None if channels is None else channels * multiplier)]
 
     def flow(self, g: ChannelGraph, rec: LayerRecord, call: Call) -> list[Layout]:
         layout = single_input(rec, call)

@@ -16,7 +16,9 @@ from pruner.core.graph import (
     flatten_layout,
     spatial_positions,
 )
-from pruner.core.kinds.common import fixed_output, single_input
+from pruner.core.kinds.common import first_shape, fixed_output, single_input
+from pruner.core.modelconfig import Shape
+from pruner.core.shapes import ShapeUnknown, product, reshape
 
 
 class FlattenKind(LayerKind):
@@ -25,6 +27,10 @@ class FlattenKind(LayerKind):
     Flatten says data_format=channels_first (Keras then flattens in channels-last order)."""
 
     class_names = ("Flatten",)
+
+    def output_shapes(self, rec: LayerRecord, call: Call) -> list[Shape]:
+        shape = first_shape(call)
+        return [(shape[0], product(shape[1:]))]
 
     def flow(self, g: ChannelGraph, rec: LayerRecord, call: Call) -> list[Layout]:
         layout = single_input(rec, call)
@@ -48,6 +54,15 @@ class ReshapeKind(LayerKind):
     unpruned input (or the Reshape excluded with -el)."""
 
     class_names = ("Reshape",)
+
+    def output_shapes(self, rec: LayerRecord, call: Call) -> list[Shape]:
+        shape = first_shape(call)
+        if "target_shape" in rec.config:
+            return [reshape(shape, rec.config["target_shape"])]
+        if "newshape" in rec.config:  # keras.ops.reshape: the shape includes the batch axis
+            out = reshape(shape, rec.config["newshape"], with_batch=True)
+            return [(shape[0], *out[1:]) if out and out[0] in (-1, None) else out]
+        raise ShapeUnknown("the Reshape states no target shape")
 
     def mode(self, rec: LayerRecord, call: Call) -> str:
         src, dst = call.in_shapes[0], call.out_shapes[0]
@@ -88,6 +103,10 @@ class ReshapeKind(LayerKind):
 
 class PermuteKind(LayerKind):
     class_names = ("Permute",)
+
+    def output_shapes(self, rec: LayerRecord, call: Call) -> list[Shape]:
+        shape = first_shape(call)
+        return [(shape[0], *(shape[int(d)] for d in rec.config["dims"]))]
 
     def flow(self, g: ChannelGraph, rec: LayerRecord, call: Call) -> list[Layout]:
         layout = single_input(rec, call)

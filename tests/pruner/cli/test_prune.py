@@ -356,9 +356,11 @@ def test_bad_output_name_is_reported_before_touching_s3(
     assert error_line(err).startswith("prunejob: error: output file s3://bucket/pruned.pb must end")
 
 
-def test_lambda_needs_safe_mode_off_then_exclusion(
+def test_lambda_needs_exclusion_and_verify_needs_safe_mode_off(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Reading runs nothing stored in the file, so a Lambda needs only -el; building it
+    in Keras for --verify runs its code, so that needs --no-safe-mode too."""
     inputs = keras.Input((8, 8, 3))
     conv = keras.layers.Conv2D(WIDTH, 3, name="conv")(inputs)
     scaled = keras.layers.Lambda(lambda tensor: tensor * 2.0, name="scale")(conv)
@@ -368,13 +370,19 @@ def test_lambda_needs_safe_mode_off_then_exclusion(
     output = tmp_path / "pruned.keras"
 
     code, _, err = prune(["-m", str(path), "-o", str(output)], capsys)
-    assert code == 4
-    assert "Lambda" in err and "--no-safe-mode" in err
-
-    code, _, err = prune(["-m", str(path), "-o", str(output), "--no-safe-mode"], capsys)
     assert code == 5
     assert "'scale'" in error_line(err)
     assert not output.exists()
+
+    code, _, err = prune(["-m", str(path), "-o", str(output), "-el", "scale", "--verify"], capsys)
+    assert code == 4
+    assert "Lambda" in error_line(err) and "--no-safe-mode" in error_line(err)
+    assert not output.exists()
+
+    argv = ["-m", str(path), "-o", str(output), "-el", "scale", "--verify", "--no-safe-mode"]
+    code, _, err = prune(argv, capsys)
+    assert code == 0, err
+    assert output.exists()
 
 
 def test_permute_after_pruned_layer_is_unsupported(
@@ -398,7 +406,7 @@ def test_permute_after_pruned_layer_is_unsupported(
 def test_prune_writes_model_report_and_summary(
     model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    output = tmp_path / "new" / "dir" / "pruned.h5"  # missing directories are created
+    output = tmp_path / "new" / "dir" / "pruned.keras"  # missing directories are created
     report_path = tmp_path / "report.json"
     code, out, err = prune(
         ["-m", str(model_file), "-o", str(output), "--report", str(report_path)], capsys
@@ -538,10 +546,12 @@ def test_sequential_model_is_accepted(tmp_path: Path, capsys: pytest.CaptureFixt
     zero_filters(model.get_layer("conv"), CONV1_ZEROED)
     path = tmp_path / "sequential.h5"
     model.save(path)
-    output = tmp_path / "pruned.keras"
+    output = tmp_path / "pruned.h5"  # the input's format (issue 10: the file, edited)
     code, _, err = prune(["-m", str(path), "-o", str(output), "--verify"], capsys)
     assert code == 0, err
-    assert conv_layers(keras.saving.load_model(output)) == {"conv": 16}
+    pruned = keras.saving.load_model(output)
+    assert conv_layers(pruned) == {"conv": 16}
+    assert isinstance(pruned, keras.Sequential)  # it stays Sequential (issue 10)
 
 
 # ------------------------------------------------------------------ the real console scripts
@@ -555,7 +565,7 @@ def test_tlt_prune_and_prunejob_prune_agree(model_file: Path, tmp_path: Path) ->
     tao = run_script(
         str(SCRIPTS / "tlt-prune"),
         "--pretrained_model", str(model_file),
-        "--output_file", str(tmp_path / "tao.h5"),
+        "--output_file", str(tmp_path / "tao.keras"),
         "--normalizer", "L2",
         "--equalization_criterion", "arithmetic_mean",
         "--pruning_granularity", "4",
@@ -566,7 +576,7 @@ def test_tlt_prune_and_prunejob_prune_agree(model_file: Path, tmp_path: Path) ->
     )  # fmt: skip
     ours = run_script(
         str(SCRIPTS / "prunejob"), "prune",
-        "-m", str(model_file), "-o", str(tmp_path / "ours.h5"),
+        "-m", str(model_file), "-o", str(tmp_path / "ours.keras"),
         "-n", "L2", "-eq", "arithmetic_mean", "-pg", "4", "-pth", "0.2", "-nf", "4",
         "-el", "conv2", "--report", str(tmp_path / "ours.json"),
     )  # fmt: skip
@@ -575,8 +585,8 @@ def test_tlt_prune_and_prunejob_prune_agree(model_file: Path, tmp_path: Path) ->
     for key in ("params", "filters", "flops", "pruningRatio", "layers", "settings"):
         assert tao_report[key] == our_report[key]
     assert {row["name"]: row["after"] for row in our_report["layers"]}["conv2"] == WIDTH
-    tao_model = keras.saving.load_model(tmp_path / "tao.h5")
-    our_model = keras.saving.load_model(tmp_path / "ours.h5")
+    tao_model = keras.saving.load_model(tmp_path / "tao.keras")
+    our_model = keras.saving.load_model(tmp_path / "ours.keras")
     for want, got in zip(tao_model.get_weights(), our_model.get_weights(), strict=True):
         np.testing.assert_array_equal(want, got)
 

@@ -25,7 +25,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 
+from prunejob_contract.settings import PruneSettings
 from prunejob_contract.termination import decode_message
+from prunejob_contract.worker import WorkerCall
 from pruner.cli.prune import parse_request, prune_main
 from pruner.io import age
 from pruner.io import s3 as s3_module
@@ -226,6 +228,46 @@ def test_existing_output_needs_overwrite_and_is_untouched_without_it(
     assert code == 0, err
     check_success(s3, "out/vgg.keras", log, encrypted=False, secrets=[])
     assert s3.get("out/vgg.keras").startswith(b"PK\x03\x04")
+
+
+def test_owner_replaces_its_own_output_and_nobody_elses(
+    s3, model_bytes: bytes, tmp_path: Path, scratch: Path, capsys
+) -> None:
+    """A retried worker (--owner, as the operator passes it) may replace the output an
+    earlier attempt of the same job published; another owner still needs --overwrite."""
+    s3.client.put_object(Bucket=s3.bucket, Key="in/vgg.keras", Body=model_bytes)
+    log = tmp_path / "termination-log"
+    call = WorkerCall(
+        model=s3.uri("in/vgg.keras"),
+        output=s3.uri("out/vgg.keras"),
+        settings=PruneSettings(),
+        owner="default/vgg-job",
+        s3_endpoint=s3.endpoint,
+        termination_log=str(log),
+    )
+    assert parse_request(call.argv(), "prunejob prune").owner == "default/vgg-job"
+    code, _, err = prune(call.argv(), capsys)
+    assert code == 0, err
+    head = s3.client.head_object(Bucket=s3.bucket, Key="out/vgg.keras")
+    assert head["Metadata"][s3_module.OWNER_METADATA] == "default/vgg-job"
+    first = s3.get("out/vgg.keras")
+
+    code, _, err = prune(call.argv(), capsys)  # the same job again: its own output
+    assert code == 0, err
+    assert read_log(log)["status"] == "Succeeded"
+    head = s3.client.head_object(Bucket=s3.bucket, Key="out/vgg.keras")
+    assert head["Metadata"] == {
+        "sha256": sha256(s3.get("out/vgg.keras")),
+        "size": str(len(s3.get("out/vgg.keras"))),
+        s3_module.OWNER_METADATA: "default/vgg-job",
+    }
+
+    other = ["-m", s3.uri("in/vgg.keras"), "-o", s3.uri("out/vgg.keras"), "--owner", "x/y"]
+    code, _, err = prune([*other, "--s3-endpoint", s3.endpoint], capsys)
+    assert code == 11, err
+    assert "published by owner 'default/vgg-job'" in err.splitlines()[-1]
+    assert "loading" not in err  # refused before any slow work
+    assert s3.get("out/vgg.keras") == first  # the same bytes: pruning is deterministic
 
 
 def test_local_output_exists_without_overwrite(model_bytes: bytes, tmp_path: Path, capsys) -> None:

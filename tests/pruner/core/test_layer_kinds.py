@@ -1,8 +1,9 @@
 """Every supported layer kind on a small hand-built model.
 
 Method: random weights, chosen filters zeroed by hand (BN beta and moving mean are 0,
-so a zero channel stays zero), prune with a tiny threshold; the expected filters must
-go and the outputs must not change. Plus the error cases.
+so a zero channel stays zero), prune the model's config and weights with a tiny
+threshold; the expected filters must go and the pruned model (built from the pruned
+config and weights) must compute the same outputs. Plus the error cases.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from keras import layers, ops
 
 from prunejob_contract.errors import InvalidModel, UnsupportedLayer
 from prunejob_contract.settings import PruneSettings
+from pruner.core.build import build_model
 from pruner.core.counting import count_flops, count_params
-from pruner.core.plan import PrunePlan, compute_plan, prepare
+from pruner.core.plan import PrunePlan, prepare
+from pruner.core.plan import compute_plan as compute_plan_of
 from pruner.core.surgery import apply_plan
-from pruner.core.walk import as_functional
 from tests.pruner.builders import (
     find_layer,
     max_abs_diff,
@@ -31,8 +33,18 @@ from tests.pruner.builders import (
     small_vgg,
     zero_filters,
 )
+from tests.pruner.core.helpers import live
 
 TINY = PruneSettings(threshold=1e-4, granularity=1, min_num_filters=1)
+
+
+def compute_plan(model: keras.Model, settings: PruneSettings) -> PrunePlan:
+    return compute_plan_of(*live(model), settings)
+
+
+def prune_model(model: keras.Model, plan: PrunePlan) -> keras.Model:
+    """The pruned config and weights, built as a Keras model to run and inspect."""
+    return build_model(*apply_plan(*live(model), plan))
 
 
 def prune_and_compare(
@@ -44,19 +56,32 @@ def prune_and_compare(
     """Zero `zeroed`, prune, check `expected` kept indices, equal outputs, equal counts."""
     randomize_weights(model, seed=7)
     zero_filters(model, zeroed)
-    prepared = prepare(model, settings)
+    config, weights = live(model)
+    prepared = prepare(config, weights, settings)
     plan = prepared.plan()
     kept = {lp.name: lp.kept for lp in plan.layers}
     for name, indices in expected.items():
         assert kept[name] == list(indices), name
-    pruned = apply_plan(model, plan)
+    new_config, new_weights = apply_plan(config, weights, plan)
+    consumed = dict(weights)  # the CLI's way: each layer's input weights freed once sliced
+    assert apply_plan(config, consumed, plan, consume=True)[0] == new_config
+    assert consumed == {}
+    for path, values in apply_plan(config, dict(weights), plan, consume=True)[1].items():
+        for got, want in zip(values, new_weights[path], strict=True):
+            np.testing.assert_array_equal(got, want)
+    pruned = build_model(new_config, new_weights)
     inputs = random_inputs(model)
     reference = max_abs_output(model, inputs)
     assert reference > 0
     assert max_abs_diff(model, pruned, inputs) <= 1e-5 * max(1.0, reference)
     totals = prepared.totals(plan)
-    assert totals["params"] == {"before": count_params(model), "after": count_params(pruned)}
-    assert totals["flops"] == {"before": count_flops(model), "after": count_flops(pruned)}
+    assert totals["params"] == {"before": count_params(weights), "after": count_params(new_weights)}
+    assert totals["params"]["before"] == model.count_params()
+    assert totals["params"]["after"] == pruned.count_params()
+    assert totals["flops"] == {
+        "before": count_flops(config, weights),
+        "after": count_flops(new_config, new_weights),
+    }
     return plan, pruned
 
 
@@ -105,7 +130,9 @@ def test_flatten_then_dense_slices_tiled_channels() -> None:
     assert pruned.get_layer("fc1").weights[0].shape == (4 * 29, 31)
 
 
-def test_sequential_is_converted() -> None:
+def test_sequential_stays_sequential() -> None:
+    """Changed on purpose (issue 10): a Sequential model is pruned as it is, no longer
+    converted to a functional one."""
     model = keras.Sequential(
         [
             keras.Input((8, 8, 3)),
@@ -115,9 +142,16 @@ def test_sequential_is_converted() -> None:
             layers.Dense(4, name="out"),
         ]
     )
-    functional = as_functional(model)
-    assert not isinstance(functional, keras.Sequential)
-    prune_and_compare(functional, {"c1": [2]}, {"c1": all_but(8, [2])})
+    _, pruned = prune_and_compare(model, {"c1": [2]}, {"c1": all_but(8, [2])})
+    assert isinstance(pruned, keras.Sequential)
+    assert pruned.get_layer("out").weights[0].shape == (6 * 6 * 7, 4)
+
+
+def test_sequential_without_input_layer_uses_its_build_shape() -> None:
+    model = keras.Sequential([layers.Conv2D(8, 3, name="c1"), layers.Dense(4, name="out")])
+    model.build((None, 6, 6, 3))
+    _, pruned = prune_and_compare(model, {"c1": [0, 5]}, {"c1": all_but(8, [0, 5])})
+    assert pruned.get_layer("out").weights[0].shape == (6, 4)
 
 
 def test_conv1d_pooling1d_dense() -> None:
@@ -187,18 +221,41 @@ def test_separable_conv1d() -> None:
     prune_and_compare(keras.Model(inp, out), {"c1": [5], "sep": [2]}, {"c1": all_but(6, [5])})
 
 
-def test_conv2d_transpose_as_consumer_and_producer() -> None:
+def transpose_model() -> keras.Model:
     inp = keras.Input((6, 6, 3))
     x = layers.Conv2D(6, 3, padding="same", name="c1")(inp)
     x = layers.Conv2DTranspose(5, 3, strides=2, padding="same", name="up")(x)
     x = layers.LeakyReLU()(x)
     out = layers.Conv2D(3, 1, name="head")(x)
-    _, pruned = prune_and_compare(
-        keras.Model(inp, out),
+    return keras.Model(inp, out)
+
+
+def test_conv2d_transpose_as_consumer_and_producer() -> None:
+    """Beyond TAO, with prune_transpose_filters: the output filters are pruned too."""
+    settings = PruneSettings(
+        threshold=1e-4, granularity=1, min_num_filters=1, prune_transpose_filters=True
+    )
+    plan, pruned = prune_and_compare(
+        transpose_model(),
         {"c1": [0, 3], "up": [4]},
         {"c1": all_but(6, [0, 3]), "up": all_but(5, [4])},
+        settings,
     )
     assert pruned.get_layer("up").weights[0].shape == (3, 3, 4, 4)
+    assert plan.to_json()["settings"]["pruneTransposeFilters"] is True
+    assert PrunePlan.from_json(plan.to_json()) == plan
+
+
+def test_conv2d_transpose_keeps_its_filters_by_default_as_tao() -> None:
+    """Changed on purpose (issue 10, TAO parity): TAO never prunes a transposed
+    convolution's output filters, only its input channels."""
+    plan, pruned = prune_and_compare(
+        transpose_model(),
+        {"c1": [0, 3], "up": [4]},
+        {"c1": all_but(6, [0, 3]), "up": list(range(5))},
+    )
+    assert pruned.get_layer("up").weights[0].shape == (3, 3, 5, 4)
+    assert "pruneTransposeFilters" not in plan.to_json()["settings"]
 
 
 @pytest.mark.parametrize(
@@ -378,7 +435,7 @@ def test_group_normalization_prunes_only_evenly() -> None:
     zero_filters(even, {"c1": [0, 4]})  # one per group of 4
     plan = compute_plan(even, TINY)
     assert plan.layers[0].kept == [1, 2, 3, 5, 6, 7]
-    pruned = apply_plan(even, plan)
+    pruned = prune_model(even, plan)
     gn = pruned.get_layer("gn")
     assert gn.weights[0].shape == (6,) and gn.get_config()["groups"] == 2
 
@@ -396,7 +453,7 @@ def test_layer_normalization_slices_gamma_and_beta() -> None:
     randomize_weights(model)
     zero_filters(model, {"c1": [3]})
     plan = compute_plan(model, TINY)
-    pruned = apply_plan(model, plan)
+    pruned = prune_model(model, plan)
     kept = [0, 1, 2, 4, 5, 6, 7]
     for original, sliced in zip(
         model.get_layer("ln").weights, pruned.get_layer("ln").weights, strict=True
@@ -420,14 +477,14 @@ def one_conv_then(layer: layers.Layer, shape: tuple[int, ...] = (4, 4, 3)) -> ke
 
 def test_unknown_layer_type_is_named() -> None:
     model = one_conv_then(Doubler(name="doubler"))
-    with pytest.raises(UnsupportedLayer, match=r"'doubler'.*Doubler"):
-        prepare(model, TINY)
+    with pytest.raises(UnsupportedLayer, match=r"'doubler'.*Doubler.*-el doubler"):
+        prepare(*live(model), TINY)
 
 
 def test_lambda_needs_exclusion() -> None:
     model = one_conv_then(layers.Lambda(lambda t: t * 2.0, name="lam"))
     with pytest.raises(UnsupportedLayer, match=r"Lambda layer 'lam'.*-el lam.*safe mode"):
-        prepare(model, TINY)
+        prepare(*live(model), TINY)
     randomize_weights(model)
     zero_filters(model, {"c1": [1]})
     settings = PruneSettings(threshold=1e-4, granularity=1, min_num_filters=1,
@@ -464,7 +521,7 @@ def test_permute_keeping_channels_last_passes_through() -> None:
 def test_depth_multiplier_is_rejected() -> None:
     model = one_conv_then(layers.DepthwiseConv2D(1, depth_multiplier=2, name="dw"))
     with pytest.raises(UnsupportedLayer, match=r"'dw'.*depth_multiplier=2"):
-        prepare(model, TINY)
+        prepare(*live(model), TINY)
 
 
 def test_subclassed_model_is_invalid() -> None:
@@ -479,7 +536,7 @@ def test_subclassed_model_is_invalid() -> None:
     model = Tiny()
     model(np.zeros((1, 3), dtype="float32"))
     with pytest.raises(InvalidModel, match="subclassed"):
-        prepare(model, TINY)
+        prepare(*live(model), TINY)
 
 
 # --- channels_first (TAO's default layout; TensorFlow cannot run it on CPU, so the
@@ -500,13 +557,15 @@ def test_channels_first_model_slices_by_hand(flatten_format: str) -> None:
     model = keras.Model(inp, layers.Dense(2, name="out")(x))
     randomize_weights(model)
     zero_filters(model, {"c1": [1, 6], "c2": [2], "c3": [2], "fc": [0]})
-    prepared = prepare(model, TINY)
+    config, weights = live(model)
+    prepared = prepare(config, weights, TINY)
     plan = prepared.plan()
     kept = {lp.name: lp.kept for lp in plan.layers}
     kept1, kept2 = all_but(8, [1, 6]), all_but(4, [2])
     assert kept == {"c1": kept1, "c2": kept2, "c3": kept2, "fc": all_but(5, [0]),
                     "out": [0, 1]}  # fmt: skip
-    pruned = apply_plan(model, plan)
+    new_config, new_weights = apply_plan(config, weights, plan)
+    pruned = build_model(new_config, new_weights)
 
     def weight(m: keras.Model, layer: str, i: int = 0) -> np.ndarray:
         return m.get_layer(layer).weights[i].numpy()
@@ -521,8 +580,9 @@ def test_channels_first_model_slices_by_hand(flatten_format: str) -> None:
     else:  # Keras moves the channels last before flattening
         rows = [p * 4 + c for p in range(9) for c in kept2]
     np.testing.assert_array_equal(weight(pruned, "fc"), weight(model, "fc")[rows][:, 1:])
-    assert prepared.totals(plan)["params"]["after"] == count_params(pruned)
-    assert prepared.totals(plan)["flops"]["after"] == count_flops(pruned)
+    assert prepared.totals(plan)["params"]["after"] == count_params(new_weights)
+    assert prepared.totals(plan)["params"]["after"] == pruned.count_params()
+    assert prepared.totals(plan)["flops"]["after"] == count_flops(new_config, new_weights)
 
 
 def test_mixed_data_formats_are_rejected() -> None:
@@ -530,4 +590,4 @@ def test_mixed_data_formats_are_rejected() -> None:
     x = layers.Conv2D(4, 1, data_format="channels_first", name="c1")(inp)
     x = layers.Conv2D(4, 1, data_format="channels_last", name="c2")(x)
     with pytest.raises(UnsupportedLayer, match="mixes channels_first and channels_last"):
-        prepare(keras.Model(inp, x), TINY)
+        prepare(*live(keras.Model(inp, x)), TINY)

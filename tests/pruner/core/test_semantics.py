@@ -15,10 +15,21 @@ from keras import layers
 
 from prunejob_contract.errors import InvalidArgument
 from prunejob_contract.settings import PruneSettings
-from pruner.core.plan import PrunePlan, compute_plan, prepare
+from pruner.core.plan import PreparedModel, PrunePlan
+from pruner.core.plan import compute_plan as compute_plan_of
+from pruner.core.plan import prepare as prepare_of
 from pruner.core.stats import filter_norms, merge, normalize, retained_count, retained_indices
+from tests.pruner.core.helpers import live
 
 ONE_BY_ONE = PruneSettings(threshold=0.1, granularity=1, min_num_filters=1)
+
+
+def compute_plan(model: keras.Model, settings: PruneSettings) -> PrunePlan:
+    return compute_plan_of(*live(model), settings)
+
+
+def prepare(model: keras.Model, settings: PruneSettings) -> PreparedModel:
+    return prepare_of(*live(model), settings)
 
 
 # --- step 2: the retained count and indices ---------------------------------------------

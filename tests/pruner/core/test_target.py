@@ -55,3 +55,27 @@ def test_search_needs_only_logarithmically_many_plans() -> None:
 def test_target_ratio_out_of_range_is_invalid(value: float) -> None:
     with pytest.raises(InvalidArgument, match="target-ratio"):
         validate_target_ratio(value)
+
+
+def test_target_ratio_on_a_model_config_and_weights() -> None:
+    """The search runs on the new PreparedModel (config + weights, no Keras model)."""
+    import keras
+    from keras import layers
+
+    from prunejob_contract.settings import PruneSettings
+    from pruner.core.plan import prepare
+    from pruner.core.target import choose_threshold
+    from tests.pruner.core.helpers import live, randomize
+
+    inp = keras.Input((8, 8, 3))
+    x = layers.Conv2D(32, 3, padding="same", name="c1")(inp)
+    x = layers.Conv2D(32, 3, padding="same", name="c2")(x)
+    model = keras.Model(inp, layers.Conv2D(4, 1, name="head")(layers.ReLU()(x)))
+    randomize(model, seed=9)
+    prepared = prepare(*live(model), PruneSettings(granularity=1, min_num_filters=1))
+    choice = choose_threshold(prepared, 0.6)
+    assert choice.reached and choice.ratio <= 0.6
+    plan = prepared.plan(choice.threshold)
+    totals = prepared.totals(plan)["params"]
+    assert totals["after"] / totals["before"] == choice.ratio
+    assert 1 < choice.plans_evaluated <= 8  # log2 of the 64 candidate statistics + 2

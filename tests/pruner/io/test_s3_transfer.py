@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from prunejob_contract.errors import OutputExists, PrunejobError
+from pruner.io.s3 import OWNER_METADATA
+from pruner.io.transfer import publish_model
 
 pytestmark = pytest.mark.usefixtures("aws_environment")
 
@@ -98,3 +100,67 @@ def test_download_replaces_nothing_on_failure(s3, tmp_path: Path) -> None:
     with pytest.raises(PrunejobError):
         s3.store.download(s3.location("absent"), target)
     assert target.read_bytes() == b"previous"
+
+
+# --- the owner's own output (--owner) ------------------------------------------------
+
+
+def test_owner_is_recorded_and_may_replace_its_own_output(s3, tmp_path: Path) -> None:
+    (tmp_path / "first").write_bytes(b"first attempt")
+    (tmp_path / "second").write_bytes(b"second attempt")
+    obj = s3.location("owned.keras")
+    publish_model(tmp_path / "first", obj, None, s3.store, overwrite=False, owner="job-1")
+    head = s3.client.head_object(Bucket=s3.bucket, Key="owned.keras")
+    assert head["Metadata"][OWNER_METADATA] == "job-1"
+    publish_model(tmp_path / "second", obj, None, s3.store, overwrite=False, owner="job-1")
+    assert s3.get("owned.keras") == b"second attempt"
+
+
+@pytest.mark.parametrize("recorded", [None, "job-2"], ids=["no-owner", "other-owner"])
+def test_someone_elses_output_still_needs_overwrite(
+    s3, tmp_path: Path, recorded: str | None
+) -> None:
+    metadata = {} if recorded is None else {OWNER_METADATA: recorded}
+    s3.client.put_object(Bucket=s3.bucket, Key="taken", Body=b"theirs", Metadata=metadata)
+    (tmp_path / "ours").write_bytes(b"ours")
+    with pytest.raises(OutputExists, match="--overwrite") as caught:
+        publish_model(tmp_path / "ours", s3.location("taken"), None, s3.store, overwrite=False,
+                      owner="job-1")  # fmt: skip
+    if recorded is not None:
+        assert f"published by owner {recorded!r}" in str(caught.value)
+    assert s3.get("taken") == b"theirs"
+
+
+def test_replacing_the_owners_output_loses_to_a_concurrent_writer(s3, tmp_path: Path) -> None:
+    """The owner's check comes first, but the replacement is conditional on the ETag it
+    saw (If-Match): another write in between makes it fail with OutputExists."""
+    s3.client.put_object(
+        Bucket=s3.bucket, Key="race", Body=b"ours, earlier", Metadata={OWNER_METADATA: "job-1"}
+    )
+    (tmp_path / "ours").write_bytes(os.urandom(1 * MiB))
+    raced = []
+
+    def other_writer(_: int) -> None:
+        if not raced:
+            raced.append(True)
+            s3.client.put_object(Bucket=s3.bucket, Key="race", Body=b"theirs")
+
+    with pytest.raises(OutputExists, match="written concurrently"):
+        publish_model(tmp_path / "ours", s3.location("race"), None, s3.store, overwrite=False,
+                      owner="job-1", progress=other_writer)  # fmt: skip
+    assert s3.get("race") == b"theirs"
+
+
+def test_owner_of_a_missing_output_creates_it_exclusively(s3, tmp_path: Path) -> None:
+    (tmp_path / "ours").write_bytes(os.urandom(1 * MiB))
+    raced = []
+
+    def other_writer(_: int) -> None:
+        if not raced:
+            raced.append(True)
+            s3.client.put_object(Bucket=s3.bucket, Key="fresh", Body=b"theirs")
+
+    with pytest.raises(OutputExists):
+        publish_model(tmp_path / "ours", s3.location("fresh"), None, s3.store, overwrite=False,
+                      owner="job-1", progress=other_writer)  # fmt: skip
+    assert s3.get("fresh") == b"theirs"
