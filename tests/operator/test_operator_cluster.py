@@ -367,7 +367,7 @@ def test_kubectl_apply_example_and_get_pj(cluster: LocalCluster, kube: Kube, ope
     examples = REPO / "deploy" / "examples"
     for name in ("secrets.yaml", "prunejob.yaml"):
         subprocess.run(
-            [*kubectl, "apply", "--validate=false", "-f", str(examples / name)],
+            [*kubectl, "apply", "-f", str(examples / name)],
             check=True,
             capture_output=True,
             text=True,
