@@ -1,9 +1,10 @@
-"""kubectl 1.32 against the local API server: apply with kubectl's own validation (the
+"""Tests of kubectl 1.32 against the local API server.
+
+kubectl 1.32 against the local API server: apply with kubectl's own validation (the
 server's OpenAPI v3 documents), get (table, yaml), wait, logs, events, delete."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import textwrap
 import threading
@@ -14,13 +15,13 @@ from pathlib import Path
 import pytest
 
 from devcluster.cluster import LocalCluster
+from tests.kubectl_tool import KUBECTL, NO_VALIDATED_APPLY
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).parents[2]
 EXAMPLES = ROOT / "deploy" / "examples"
-KUBECTL = shutil.which("kubectl")
 pytestmark = [
-    pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed"),
+    pytest.mark.skipif(NO_VALIDATED_APPLY is not None, reason=str(NO_VALIDATED_APPLY)),
     pytest.mark.timeout(90),
 ]
 

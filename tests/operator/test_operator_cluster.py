@@ -1,4 +1,6 @@
-"""The real operator (subprocess) against the devcluster API server, no worker pods:
+"""Tests of the real operator's state machine against the devcluster, without worker pods.
+
+The real operator (subprocess) against the devcluster API server, no worker pods:
 the test plays the Job controller/kubelet by writing Pod and Job status.
 
 Covers the controller's state machine: Job per generation, identical re-apply,
@@ -8,7 +10,6 @@ metrics and liveness. Worker-driven reasons, with real workers, are in test_real
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ from operator_harness import (
 from devcluster.cluster import LocalCluster
 from prunejob_contract.termination import success_message
 from prunejob_operator import crd
+from tests.kubectl_tool import NO_VALIDATED_APPLY
 from tests.s3_server import free_port
 
 pytestmark = pytest.mark.timeout(120)
@@ -361,7 +363,7 @@ def test_metrics_and_liveness(kube: Kube, operator_factory) -> None:
     assert health.status == 200
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+@pytest.mark.skipif(NO_VALIDATED_APPLY is not None, reason=str(NO_VALIDATED_APPLY))
 def test_kubectl_apply_example_and_get_pj(cluster: LocalCluster, kube: Kube, operator) -> None:
     kubectl = ["kubectl", "--kubeconfig", str(cluster.kubeconfig_path), "-n", "ml"]
     examples = REPO / "deploy" / "examples"
