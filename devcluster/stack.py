@@ -1,4 +1,6 @@
-"""The whole local system, started one way for ``prunejob demo``, the tests and the benches:
+"""The whole local system (S3, cluster, operator) as context managers, for demo, tests, benches.
+
+The whole local system, started one way for ``prunejob demo``, the tests and the benches:
 an S3 server (moto) or a given endpoint, the local cluster (API server and pod runner)
 and the operator as a child process.
 

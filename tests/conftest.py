@@ -1,4 +1,6 @@
-"""Put the repository root on sys.path, so tests can import shared helpers as
+"""Root test configuration: puts the repository root on sys.path.
+
+Put the repository root on sys.path, so tests can import shared helpers as
 `tests.<module>` (pytest runs with --import-mode=importlib, which adds no test dirs)."""
 
 import sys

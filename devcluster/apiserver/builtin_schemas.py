@@ -1,4 +1,6 @@
-"""OpenAPI v3 schemas of the built-in kinds the API server serves, for the documents kubectl
+"""OpenAPI v3 schemas of the built-in kinds, generated from the kubernetes client's models.
+
+OpenAPI v3 schemas of the built-in kinds the API server serves, for the documents kubectl
 downloads (``/openapi/v3``) and for unknown-field checks (``fieldValidation``).
 
 They are generated from the ``kubernetes`` client's models (themselves generated from

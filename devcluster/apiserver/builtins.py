@@ -1,4 +1,6 @@
-"""Validation and admission of built-in kinds, as the real API server does them: Leases
+"""Validation and admission of built-in kinds: Leases, PriorityClasses, Jobs, Pod priority.
+
+Validation and admission of built-in kinds, as the real API server does them: Leases
 (``coordination.k8s.io/v1``), PriorityClasses (``scheduling.k8s.io/v1``), the fields of a
 Job that cannot change, and the Priority admission plugin's work on Pods (``spec.priority``
 from ``spec.priorityClassName``).

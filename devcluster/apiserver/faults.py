@@ -1,4 +1,6 @@
-"""Fault injection: a seeded switch in the API server that makes it misbehave as real ones
+"""Seeded fault injection for the API server: HTTP errors, throttling, slow and broken watches.
+
+Fault injection: a seeded switch in the API server that makes it misbehave as real ones
 do under load, upgrades and network trouble, so clients can be tested against it.
 
 Per request, one seeded draw picks at most one fault among those that apply to it:

@@ -1,4 +1,6 @@
-"""Unknown fields, as decoding a request body drops them, and ``fieldValidation``: the paths
+"""Unknown-field pruning and ``fieldValidation`` (Strict, Warn, Ignore) of request bodies.
+
+Unknown fields, as decoding a request body drops them, and ``fieldValidation``: the paths
 of fields a built-in kind's schema (or ``ObjectMeta``, for custom resources) does not know
 are pruned and reported, then ``Strict`` refuses the request (400 "strict decoding error"),
 ``Warn`` (the default) answers with ``Warning`` headers, ``Ignore`` says nothing.

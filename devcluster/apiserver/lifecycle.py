@@ -1,4 +1,6 @@
-"""An object's life in the API server: create, replace (PUT and the result of a PATCH),
+"""`Lifecycle`: how the API server creates, replaces and deletes objects, and serves CRDs.
+
+An object's life in the API server: create, replace (PUT and the result of a PATCH),
 delete with finalizers and ``deletionTimestamp``, ownerReference garbage collection,
 namespace deletion, and CRDs becoming (and ceasing to be) served types.
 

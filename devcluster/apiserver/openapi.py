@@ -1,4 +1,6 @@
-"""The OpenAPI v3 documents kubectl downloads: ``/openapi/v3`` (one entry per group version,
+"""The OpenAPI v3 documents the API server serves, which kubectl validates against.
+
+The OpenAPI v3 documents kubectl downloads: ``/openapi/v3`` (one entry per group version,
 with a content hash in its URL) and ``/openapi/v3/apis/<group>/<version>`` (or
 ``/openapi/v3/api/v1``): paths with ``x-kubernetes-group-version-kind`` and the
 ``fieldValidation`` parameter on writes, and component schemas built from the CRDs'

@@ -1,4 +1,6 @@
-"""The API server's HTTP side: one aiohttp handler that routes each request by a dictionary
+"""The API server's HTTP handler: routing, body and query parsing, errors as ``Status``.
+
+The API server's HTTP side: one aiohttp handler that routes each request by a dictionary
 lookup, parses bodies and queries, and answers errors as ``Status`` objects.
 
 What the server verifies (metadata stamping, the status subresource, PUT/PATCH, watches,

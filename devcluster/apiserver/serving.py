@@ -1,4 +1,6 @@
-"""The API server on TCP: the main listener (where injected faults and restarts happen) and
+"""The API server on TCP: a faultable main listener, an exempt one, and simulated restarts.
+
+The API server on TCP: the main listener (where injected faults and restarts happen) and
 an exempt listener on its own port (never faulted, up during restarts: for a test's own
 bookkeeping and the cluster's own components).
 

@@ -1,4 +1,6 @@
-"""The object store: objects per resource type, uids, the owner index, the global
+"""The API server's in-memory object store and per-type watch history.
+
+The object store: objects per resource type, uids, the owner index, the global
 resourceVersion, and each type's event history and live subscribers (what watches read).
 
 All of it is plain synchronous state, changed only from the event loop's thread, so every

@@ -1,4 +1,6 @@
-"""Strategic merge patch (``application/strategic-merge-patch+json``) as the API server
+"""Strategic merge patch of built-in kinds, as the API server applies it.
+
+Strategic merge patch (``application/strategic-merge-patch+json``) as the API server
 applies it to built-in kinds, driven by the schemas' ``x-kubernetes-patch-strategy`` and
 ``x-kubernetes-patch-merge-key`` (pure functions over JSON data).
 

@@ -1,4 +1,6 @@
-"""Watch streams: the backlog from a resourceVersion (or the current objects), then live
+"""The API server's watch streams: the backlog, then live events, filtered, one per line.
+
+Watch streams: the backlog from a resourceVersion (or the current objects), then live
 events, filtered by namespace, name and selectors; 410 Gone for a compacted version.
 
 One JSON event per line, as the API server writes them; objects entering or leaving a

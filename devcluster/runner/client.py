@@ -1,4 +1,6 @@
-"""The pod runner's HTTP client to the API server: JSON requests, status patches, Events,
+"""The pod runner's HTTP client to the API server (`ApiClient`), with list-then-watch loops.
+
+The pod runner's HTTP client to the API server: JSON requests, status patches, Events,
 and list-then-watch loops (an informer without a cache) that relist on 410 or errors.
 
 The runner talks to the API only through this client, as a real kubelet and Job

@@ -1,4 +1,6 @@
-"""The skeleton every pod-runner component shares: a controller per resource kind that
+"""The base of every pod-runner component: `Controller` and the `Tasks` it spawns into.
+
+The skeleton every pod-runner component shares: a controller per resource kind that
 names the API paths it watches and reacts to their events, and the task set it spawns into.
 """
 

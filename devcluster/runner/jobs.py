@@ -1,4 +1,6 @@
-"""The Job controller (``batch/v1``), as Kubernetes' (1.31+) works for non-indexed Jobs with
+"""The pod runner's Job controller: `plan_job`, the pure decision, and `JobController`.
+
+The Job controller (``batch/v1``), as Kubernetes' (1.31+) works for non-indexed Jobs with
 one pod at a time: pods from the template (its labels, annotations and finalizers, plus the
 ``batch.kubernetes.io/job-tracking`` finalizer), retries until ``backoffLimit``,
 ``podFailurePolicy``, ``activeDeadlineSeconds``, ``suspend`` (active pods deleted, not

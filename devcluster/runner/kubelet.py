@@ -1,4 +1,6 @@
-"""The kubelet of the fake node: runs each bound pod's containers as local processes and
+"""The fake node's kubelet: bound pods' containers run as local processes, reported as by a kubelet.
+
+The kubelet of the fake node: runs each bound pod's containers as local processes and
 reports them as a kubelet does (phase, conditions, container states, the termination
 message, logs for ``kubectl logs``).
 

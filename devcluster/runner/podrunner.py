@@ -1,4 +1,6 @@
-"""The pod runner: the fake node's controllers (Job controller, TTL-after-finished
+"""`PodRunner`: the fake node's controllers and kubelet together on one API client.
+
+The pod runner: the fake node's controllers (Job controller, TTL-after-finished
 controller, scheduler, kubelet) on one API client, watching Pods and Jobs over HTTP as real
 controllers do.
 

@@ -1,4 +1,6 @@
-"""The scheduler of the one fake node: its Node object, and whether a pod fits it now
+"""The fake node's scheduler: its Node object and whether a pod fits it (GPUs, nodeSelector).
+
+The scheduler of the one fake node: its Node object, and whether a pod fits it now
 (``nvidia.com/gpu`` limits against the free GPUs, ``nodeSelector`` against the labels).
 
 A pod that does not fit stays Pending with PodScheduled=False/Unschedulable (and a

@@ -1,4 +1,6 @@
-"""The TTL-after-finished controller: a finished Job (``Complete`` or ``Failed``) with
+"""The pod runner's TTL-after-finished controller, which deletes finished Jobs when due.
+
+The TTL-after-finished controller: a finished Job (``Complete`` or ``Failed``) with
 ``spec.ttlSecondsAfterFinished`` is deleted that many seconds after it finished (the
 condition's ``lastTransitionTime``), with ``propagationPolicy: Foreground`` and a uid
 precondition, re-reading the Job first, as Kubernetes' controller does."""

@@ -1,4 +1,6 @@
-"""What a pod's containers see of the cluster: ``secret``, ``configMap`` and ``emptyDir``
+"""A pod's volumes and environment made local: Secrets, ConfigMaps, emptyDirs, env vars, paths.
+
+What a pod's containers see of the cluster: ``secret``, ``configMap`` and ``emptyDir``
 volumes materialised in a private directory, the environment (``value``, ``secretKeyRef``,
 ``configMapKeyRef``, ``fieldRef``, ``envFrom``), and container paths rewritten to local ones.
 

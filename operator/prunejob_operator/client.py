@@ -1,4 +1,6 @@
-"""`KubeApi`, `ListWatch` and `LeaseApi` over HTTP: aiohttp with the credentials of
+"""The operator's Kubernetes API client (`HttpKubeApi`): aiohttp, retries and a leader write fence.
+
+`KubeApi`, `ListWatch` and `LeaseApi` over HTTP: aiohttp with the credentials of
 `connection.Connection`.
 
 Requests are JSON; one session (keep-alive connection pool) per operator. The

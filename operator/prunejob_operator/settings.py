@@ -1,4 +1,6 @@
-"""Every operator setting in one place: defaults, then PRUNEJOB_OPERATOR_* env vars,
+"""The operator's configuration, `OperatorConfig`, read from defaults, env vars and flags.
+
+Every operator setting in one place: defaults, then PRUNEJOB_OPERATOR_* env vars,
 then command-line flags (cli.py) — the later one wins."""
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The stack: moto on a free port, the operator as a process group that never outlives
+"""Tests of the local stack: moto, the operator's process group, the cluster, SIGTERM.
+
+The stack: moto on a free port, the operator as a process group that never outlives
 its context, the cluster in between, and SIGTERM unwinding like Ctrl-C."""
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Lets the operator tests import their helper module `operator_harness`
+"""Operator test configuration: makes the `operator_harness` helper importable.
+
+Lets the operator tests import their helper module `operator_harness`
 (the suite runs with --import-mode=importlib, which adds no test dirs to sys.path)."""
 
 import sys

@@ -1,4 +1,6 @@
-"""Helpers for test_real_worker.py: moto S3, tiny encrypted models, and waiting on
+"""Helpers of the real-worker tests: S3 buckets, encrypted models, status waits with evidence.
+
+Helpers for test_real_worker.py: moto S3, tiny encrypted models, and waiting on
 PruneJob statuses with the evidence (pod logs, events) in the failure message.
 
 Everything here is real: moto in server mode over HTTP, Keras models saved to real

@@ -1,4 +1,6 @@
-"""The Argo CD health check (Lua) on statuses the operator really writes, run by a Lua
+"""Tests of the Argo CD health check (Lua) on the statuses the operator writes.
+
+The Argo CD health check (Lua) on statuses the operator really writes, run by a Lua
 5.4 interpreter (`apt-get install lua5.4`; skipped without one), and the argocd-cm
 patch carrying the same script."""
 

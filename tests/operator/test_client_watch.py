@@ -1,4 +1,6 @@
-"""Reflector + informer over HttpKubeApi against a scripted aiohttp server: list, watch,
+"""Tests of the reflector and informer over HttpKubeApi against a scripted aiohttp server.
+
+Reflector + informer over HttpKubeApi against a scripted aiohttp server: list, watch,
 relist on 410 in both forms, 429 Retry-After, 5xx backoff, dropped and silent streams,
 paging, long lines."""
 

@@ -1,4 +1,6 @@
-"""deploy/ renders with kustomize and keeps its promises: RBAC grants exactly what the
+"""Tests of deploy/: kustomize renders it; RBAC, leader election and pod security hold.
+
+deploy/ renders with kustomize and keeps its promises: RBAC grants exactly what the
 operator uses (recorded through a proxy while it runs a queue scenario), leader
 election as the Deployment runs it, restricted pods."""
 

@@ -1,4 +1,6 @@
-"""API faults: a process whose watching has died never stays alive looking healthy (the
+"""Tests of the operator under API faults: dead watching ends the process; PruneJobs converge.
+
+API faults: a process whose watching has died never stays alive looking healthy (the
 probe fails, the process exits 1), and 50 PruneJobs converge through the dev cluster's
 seeded fault mode (410 in both forms, 429, 5xx, slow, dropped streams, API-server
 restarts) with the operator SIGKILLed at seeded moments, in < 3x the fault-free time."""

@@ -1,4 +1,6 @@
-"""HA as shipped: the Deployment's replicas (its own args and env) elect one leader with a
+"""Tests of HA as shipped: leader election among the Deployment's replicas, and takeovers.
+
+HA as shipped: the Deployment's replicas (its own args and env) elect one leader with a
 Lease; only it reconciles; a lost pod's standby takes over within the stated bound, a
 SIGTERM hands over at once, a crashed container resumes at once; never two Jobs for
 one run."""

@@ -1,4 +1,6 @@
-"""The Lease elector on virtual time against an in-memory Lease store with optimistic
+"""Tests of the Lease elector on virtual time against an in-memory Lease store.
+
+The Lease elector on virtual time against an in-memory Lease store with optimistic
 concurrency: one leader, takeover bounds after a crash and after a release, renew
 deadline, races, the same-pod takeover."""
 

@@ -1,4 +1,6 @@
-"""Run semantics with the real operator (a subprocess, real kopf over real HTTP) against
+"""Tests of run semantics with the real operator against the dev cluster, without workers.
+
+Run semantics with the real operator (a subprocess, real kopf over real HTTP) against
 the dev cluster; the test plays the Job controller and kubelet (pods are made from the
 Job's template, finalizers included, as Kubernetes' Job controller makes them).
 

@@ -1,4 +1,6 @@
-"""The real path, end to end: the operator (a subprocess) creates Jobs, the devcluster
+"""End-to-end tests: the operator, the pod runner and real `prunejob prune` workers on moto S3.
+
+The real path, end to end: the operator (a subprocess) creates Jobs, the devcluster
 pod runner schedules their pods and runs the real `prunejob prune` with the pods' env
 and secrets against moto S3, and the PruneJob status and Events report what happened.
 

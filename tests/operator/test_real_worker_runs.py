@@ -1,4 +1,6 @@
-"""Run semantics end to end with real workers: the operator (a subprocess) creates Jobs,
+"""End-to-end tests of run semantics with real workers: reruns, overwrite, lost Jobs.
+
+Run semantics end to end with real workers: the operator (a subprocess) creates Jobs,
 the dev cluster's Job controller and kubelet run the real `prunejob prune` against moto
 S3, and the PruneJob status says what happened.
 

@@ -1,4 +1,6 @@
-"""The Reconciler's run semantics, with fakes (`reconciler_fakes`): which edits start
+"""Tests of the Reconciler's run semantics, with fakes.
+
+The Reconciler's run semantics, with fakes (`reconciler_fakes`): which edits start
 a run, reruns, results read from pods whose Job is gone, the result finalizer,
 superseded runs, suspend, Kueue, and the priority queue."""
 

@@ -1,4 +1,6 @@
-"""Shared fixtures of the pruner tests, and TensorFlow's C++ start-up log quieted (the
+"""Pruner test configuration: the shared fixtures, and TensorFlow's C++ log quieted.
+
+Shared fixtures of the pruner tests, and TensorFlow's C++ start-up log quieted (the
 repository root, for `tests.pruner.*` helpers, is put on sys.path by tests/conftest.py).
 
 The fixtures live in helper modules: `age_fixtures` (the `age` tool under a pty, fast

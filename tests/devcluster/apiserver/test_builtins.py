@@ -1,4 +1,6 @@
-"""Built-in kinds the operator relies on: coordination.k8s.io/v1 Leases (optimistic
+"""Tests of the API server's built-in kinds: Leases, PriorityClasses and Pod priority.
+
+Built-in kinds the operator relies on: coordination.k8s.io/v1 Leases (optimistic
 concurrency, MicroTime decoding, validation), scheduling.k8s.io/v1 PriorityClasses (system
 classes, validation, one globalDefault) and the Priority admission of Pods."""
 

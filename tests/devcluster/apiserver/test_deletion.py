@@ -1,4 +1,6 @@
-"""Deletion in the API server (no pod runner): graceful deletion of bound pods, grace 0,
+"""Tests of deletion in the API server: graceful, grace 0, foreground, propagation defaults.
+
+Deletion in the API server (no pod runner): graceful deletion of bound pods, grace 0,
 foreground deletion with blocking and non-blocking dependents, propagation defaults."""
 
 from __future__ import annotations

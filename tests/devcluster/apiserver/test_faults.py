@@ -1,4 +1,6 @@
-"""Fault mode: each injected fault as a client sees it over HTTP, the exempt paths, the
+"""Tests of the API server's fault mode, as a client sees it over HTTP.
+
+Fault mode: each injected fault as a client sees it over HTTP, the exempt paths, the
 counts, seeded determinism, API-server restarts with state kept, and the CLI flags."""
 
 from __future__ import annotations

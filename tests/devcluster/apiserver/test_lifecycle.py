@@ -1,4 +1,6 @@
-"""Object lifecycle in the API server: metadata stamping, generation, the status subresource,
+"""Tests of object lifecycle in the API server, from creation to garbage collection.
+
+Object lifecycle in the API server: metadata stamping, generation, the status subresource,
 conflicts, generateName, Secrets' stringData, finalizers, garbage collection, namespaces."""
 
 from __future__ import annotations

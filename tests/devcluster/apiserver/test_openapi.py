@@ -1,4 +1,6 @@
-"""OpenAPI v3 documents, ``fieldValidation`` (unknown fields), strategic merge patch and a
+"""Tests of OpenAPI, fieldValidation, strategic merge patch and a Job's immutable fields.
+
+OpenAPI v3 documents, ``fieldValidation`` (unknown fields), strategic merge patch and a
 Job's immutable fields, over HTTP as kubectl meets them."""
 
 from __future__ import annotations

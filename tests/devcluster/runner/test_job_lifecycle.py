@@ -1,4 +1,6 @@
-"""Jobs and their pods as a real cluster handles them: suspend on a running Job, template
+"""Tests that the pod runner handles Jobs and their pods as a real cluster does.
+
+Jobs and their pods as a real cluster handles them: suspend on a running Job, template
 finalizers on pods (a finished pod and its termination message stay until the finalizer
 goes), graceful pod deletion, deleted pods counting as failures, Foreground/Background/
 Orphan deletion (batch/v1 Jobs orphan by default), TTL after finished, FailedCreate."""

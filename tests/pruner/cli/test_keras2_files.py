@@ -1,4 +1,6 @@
-"""TAO's workflow: a Keras 2 HDF5 model in (tf.keras 2.x, as TAO 5 writes them), the
+"""Tests of TAO's workflow: Keras 2 HDF5 in, pruned Keras 2 HDF5 out, same outputs.
+
+TAO's workflow: a Keras 2 HDF5 model in (tf.keras 2.x, as TAO 5 writes them), the
 pruned Keras 2 HDF5 model out, which tf.keras and Keras 3 both load with the
 original's outputs.
 

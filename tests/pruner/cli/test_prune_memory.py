@@ -1,4 +1,6 @@
-"""Peak memory of a prune: at most twice the model file plus the interpreter's own
+"""Test of a prune's peak memory (RSS) against the model file's size.
+
+Peak memory of a prune: at most twice the model file plus the interpreter's own
 (the peak of `prunejob prune --help`, which imports the same modules), measured as
 the peak RSS of fresh processes.
 

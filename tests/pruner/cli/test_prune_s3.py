@@ -1,4 +1,6 @@
-"""The worker path end to end: `prunejob prune` with S3 URIs, age keys and the
+"""End-to-end tests of the worker path: `prunejob prune` with S3, age keys, termination log.
+
+The worker path end to end: `prunejob prune` with S3 URIs, age keys and the
 termination log, through the real CLI entry (in process and as a subprocess), against
 moto in server mode and tiny real Keras models.
 

@@ -1,4 +1,6 @@
-"""`prunejob prune` without --verify imports no TensorFlow and no Keras: checked in a
+"""Tests that `prunejob prune` without --verify needs neither TensorFlow nor Keras.
+
+`prunejob prune` without --verify imports no TensorFlow and no Keras: checked in a
 fresh process, with TensorFlow installed (sys.modules afterwards) and in an
 installation that has none (the worker-cpu image), where --verify is one line
 naming the extra that brings it."""

@@ -1,4 +1,6 @@
-"""Keras 2 in, Keras 2 out: tf_keras (and TAO-style Keras 2.2.4) configs keep their dialect,
+"""Tests that pruned Keras 2 configs stay Keras 2 and load in tf_keras and in Keras 3.
+
+Keras 2 in, Keras 2 out: tf_keras (and TAO-style Keras 2.2.4) configs keep their dialect,
 change only what pruning changes, and the pruned config loads in tf_keras and in Keras 3.
 
 Method: small tf_keras models with the layer kinds whose tf_keras configs Keras 3

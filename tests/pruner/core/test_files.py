@@ -1,4 +1,6 @@
-"""One model, five ways in: the plan from a live Keras 3 model, from it saved as `.keras` and
+"""Tests that one model gives the same plan and weights from each of five kinds of input.
+
+One model, five ways in: the plan from a live Keras 3 model, from it saved as `.keras` and
 `.h5`, from the same model in tf_keras and from that saved as `.hdf5` must be the same.
 
 The configs are the files' own (`config.json`, the `model_config` attribute) in their

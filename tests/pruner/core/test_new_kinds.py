@@ -1,4 +1,6 @@
-"""The layer kinds issue 10 adds (LayerScale, CustomScaleLayer, TimeDistributed, excluded
+"""Tests of the layer kinds and one-line errors that issue 10 adds.
+
+The layer kinds issue 10 adds (LayerScale, CustomScaleLayer, TimeDistributed, excluded
 unknown classes) and the new one-line errors (weights that do not match their layer,
 shapes that cannot be worked out).
 

@@ -1,4 +1,6 @@
-"""The core's main path needs no Keras: planning, surgery, masking, counting and the target
+"""Test that the core's main path imports neither Keras nor TensorFlow.
+
+The core's main path needs no Keras: planning, surgery, masking, counting and the target
 search on a file's config and weights, in a fresh interpreter, import neither Keras nor
 TensorFlow (the worker then starts in about a second, and a CPU image without
 TensorFlow can prune)."""

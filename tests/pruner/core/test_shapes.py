@@ -1,4 +1,6 @@
-"""Shape inference: every layer kind's output shape, worked out from its config, must be the
+"""Tests of shape inference: each layer kind's inferred output shape is the one Keras gives.
+
+Shape inference: every layer kind's output shape, worked out from its config, must be the
 shape Keras itself gives the layer's output, in Keras 3 and in tf_keras (whose configs
 store no shapes), and must agree with the shapes a Keras 3 config stores.
 """

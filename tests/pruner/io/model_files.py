@@ -1,4 +1,6 @@
-"""Helpers for the model-file tests: small models built with Keras 3 or tf.keras
+"""Helpers for the model-file tests: small Keras 3 and tf.keras models, weights, HDF5 dumps.
+
+Helpers for the model-file tests: small models built with Keras 3 or tf.keras
 (Keras 2), what the live model says its weights are, and a dump of an HDF5 file's
 content for comparing two files."""
 

@@ -1,4 +1,6 @@
-"""The worker's artifact path: fetch_model / publish_model / reports / termination log,
+"""Tests of the worker's artifact path against a real S3 endpoint (moto) and real files.
+
+The worker's artifact path: fetch_model / publish_model / reports / termination log,
 against a real S3 endpoint (moto server) and real files."""
 
 from __future__ import annotations
