@@ -10,83 +10,73 @@ from __future__ import annotations
 
 
 class PrunejobError(Exception):
-    """A failure the user can act on; `str(err)` is the one-line message."""
+    """A failure the user can act on; `str(err)` is the one-line message.
+
+    A subclass that names its own `exit_code` is a new reason code: its `reason` is the
+    class name and it is permanent unless it says `permanent=False`. A subclass that names
+    none (a more precise case of its parent) keeps its parent's reason, exit code and flag.
+    """
 
     reason: str = "InternalError"
     exit_code: int = 1
     permanent: bool = False  # internal errors may be transient: retried
 
-
-class InvalidArgument(PrunejobError):
-    reason = "InvalidArgument"
-    exit_code = 2
-    permanent = True
-
-
-class ModelNotFound(PrunejobError):
-    reason = "ModelNotFound"
-    exit_code = 3
-    permanent = True
+    def __init_subclass__(
+        cls, *, exit_code: int | None = None, permanent: bool = True, **kwargs: object
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if exit_code is not None:
+            cls.reason = cls.__name__
+            cls.exit_code = exit_code
+            cls.permanent = permanent
 
 
-class InvalidModel(PrunejobError):
-    reason = "InvalidModel"
-    exit_code = 4
-    permanent = True
+class InvalidArgument(PrunejobError, exit_code=2):
+    """A bad flag or value, a bad S3 URI or client configuration, or a missing extra."""
 
 
-class UnsupportedLayer(PrunejobError):
-    reason = "UnsupportedLayer"
-    exit_code = 5
-    permanent = True
+class ModelNotFound(PrunejobError, exit_code=3):
+    """The model file does not exist or cannot be read."""
 
 
-class DecryptionFailed(PrunejobError):
-    reason = "DecryptionFailed"
-    exit_code = 6
-    permanent = True
+class InvalidModel(PrunejobError, exit_code=4):
+    """Not a Keras model (wrong content, weights only, no config), or a Lambda in safe mode."""
 
 
-class KeyRequired(PrunejobError):
-    reason = "KeyRequired"
-    exit_code = 7
-    permanent = True
+class UnsupportedLayer(PrunejobError, exit_code=5):
+    """A layer the pruner does not know, or one it cannot prune as configured."""
 
 
-class BucketNotFound(PrunejobError):
-    reason = "BucketNotFound"
-    exit_code = 8
-    permanent = True
+class DecryptionFailed(PrunejobError, exit_code=6):
+    """A wrong key or a damaged encrypted file."""
 
 
-class AccessDenied(PrunejobError):
-    reason = "AccessDenied"
-    exit_code = 9
-    permanent = True
+class KeyRequired(PrunejobError, exit_code=7):
+    """The model is encrypted and no key was given."""
 
 
-class EndpointUnreachable(PrunejobError):
-    reason = "EndpointUnreachable"
-    exit_code = 10
-    permanent = False  # the network may come back: retried
+class BucketNotFound(PrunejobError, exit_code=8):
+    """The S3 bucket is missing."""
 
 
-class OutputExists(PrunejobError):
-    reason = "OutputExists"
-    exit_code = 11
-    permanent = True
+class AccessDenied(PrunejobError, exit_code=9):
+    """S3 refused access."""
 
 
-class OutputNotWritable(PrunejobError):
-    reason = "OutputNotWritable"
-    exit_code = 12
-    permanent = True
+class EndpointUnreachable(PrunejobError, exit_code=10, permanent=False):
+    """The S3 endpoint stayed unreachable after retries; retried: the network may come back."""
 
 
-class VerificationFailed(PrunejobError):
-    reason = "VerificationFailed"
-    exit_code = 13
-    permanent = True
+class OutputExists(PrunejobError, exit_code=11):
+    """The output exists (without --overwrite), or is the input (without --force)."""
+
+
+class OutputNotWritable(PrunejobError, exit_code=12):
+    """The output directory cannot be created or written."""
+
+
+class VerificationFailed(PrunejobError, exit_code=13):
+    """--verify found different outputs."""
 
 
 ALL_ERRORS: tuple[type[PrunejobError], ...] = (
