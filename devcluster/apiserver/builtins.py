@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from devcluster.apiserver.errors import BadRequest, FieldError, forbidden, invalid
+from devcluster.apiserver.errors import ApiError, BadRequest, FieldError, forbidden, invalid
 from devcluster.apiserver.resources import EVENTS, JOBS, LEASES, PRIORITY_CLASSES, ResourceType
 
 # The system classes every cluster has (created by the API server at start-up).
@@ -286,6 +286,10 @@ def admit_pod(
     """The Priority admission plugin on Pod create: resolve ``priorityClassName`` (or the
     global default) into ``spec.priority`` and ``spec.preemptionPolicy``; 403 for an
     unknown class or a conflicting integer priority."""
+
+    def refused(why: str) -> ApiError:
+        return forbidden("", "pods", display_name, why)
+
     spec = pod.setdefault("spec", {})
     name = spec.get("priorityClassName") or ""
     policy: str | None
@@ -299,16 +303,11 @@ def admit_pod(
     else:
         pc = classes.get(name)
         if pc is None:
-            raise forbidden(
-                "", "pods", display_name, f"no PriorityClass with name {name} was found"
-            )
+            raise refused(f"no PriorityClass with name {name} was found")
         priority, policy = int(pc.get("value", 0)), pc.get("preemptionPolicy")
     given = spec.get("priority")
     if given is not None and given != priority:
-        raise forbidden(
-            "",
-            "pods",
-            display_name,
+        raise refused(
             f"the integer value of priority ({given}) must not be provided in pod spec; "
             f"priority admission controller computed {priority} from the given PriorityClass name",
         )
@@ -316,10 +315,7 @@ def admit_pod(
     if policy is not None:
         given_policy = spec.get("preemptionPolicy")
         if given_policy is not None and given_policy != policy:
-            raise forbidden(
-                "",
-                "pods",
-                display_name,
+            raise refused(
                 f"the string value of PreemptionPolicy ({given_policy}) must not be provided in "
                 f"pod spec; priority admission controller computed {policy} from the given "
                 "PriorityClass name",

@@ -147,17 +147,7 @@ class Lifecycle:
         builtins.prepare(resource, obj)
         if resource.key == PODS:
             builtins.admit_pod(obj, self._priority_classes(), requested_name)
-        strategies.validate_schema(
-            resource,
-            version,
-            obj,
-            lambda unknown: fieldcheck.report(
-                resource, version, unknown, field_validation, warnings
-            ),
-        )
-        builtins.validate(resource, obj, None)
-        if resource.key == PRIORITY_CLASSES:
-            builtins.admit_priority_class(obj, self.store.items(PRIORITY_CLASSES), creating=True)
+        self._validate(resource, version, obj, None, field_validation, warnings)
         if resource.key == CRDS:
             obj = strategies.accept_crd(obj)
         if dry_run:
@@ -168,6 +158,33 @@ class Lifecycle:
         if resource.key == CRDS:
             self.serve_type(resource_from_crd(obj))
         return obj
+
+    def _validate(
+        self,
+        resource: ResourceType,
+        version: str,
+        obj: dict[str, Any],
+        old: dict[str, Any] | None,
+        field_validation: str,
+        warnings: list[str] | None,
+    ) -> None:
+        """Check a created (``old`` None) or replaced object: schema, built-in rules, admission.
+
+        Unknown fields are reported as ``field_validation`` says (into ``warnings`` for Warn).
+        """
+        strategies.validate_schema(
+            resource,
+            version,
+            obj,
+            lambda unknown: fieldcheck.report(
+                resource, version, unknown, field_validation, warnings
+            ),
+        )
+        builtins.validate(resource, obj, old)
+        if resource.key == PRIORITY_CLASSES:
+            builtins.admit_priority_class(
+                obj, self.store.items(PRIORITY_CLASSES), creating=old is None
+            )
 
     def _priority_classes(self) -> dict[str, dict[str, Any]]:
         return {pc["metadata"]["name"]: pc for pc in self.store.items(PRIORITY_CLASSES)}
@@ -213,20 +230,7 @@ class Lifecycle:
         new["kind"] = resource.kind
         new["metadata"] = {**new["metadata"], "resourceVersion": old["metadata"]["resourceVersion"]}
         if subresource != "status":
-            version = resource.versions[0]
-            strategies.validate_schema(
-                resource,
-                version,
-                new,
-                lambda unknown: fieldcheck.report(
-                    resource, version, unknown, field_validation, warnings
-                ),
-            )
-            builtins.validate(resource, new, old)
-            if resource.key == PRIORITY_CLASSES:
-                builtins.admit_priority_class(
-                    new, self.store.items(PRIORITY_CLASSES), creating=False
-                )
+            self._validate(resource, resource.versions[0], new, old, field_validation, warnings)
         if "generation" in old["metadata"] and strategies.spec_part(
             new, resource.has_status
         ) != strategies.spec_part(old, resource.has_status):

@@ -431,19 +431,7 @@ class ApiServer:
         return self._one(call, created, status=201, warnings=warnings)
 
     async def _replace(self, call: Call) -> aiohttp.web.StreamResponse:
-        assert call.name is not None
-        warnings: list[str] = []
-        updated = self.lifecycle.replace(
-            call.resource,
-            call.ns,
-            call.name,
-            call.object_body(),
-            subresource=call.sub,
-            dry_run=call.dry_run,
-            field_validation=fieldcheck.directive(call.query),
-            warnings=warnings,
-        )
-        return self._one(call, updated, warnings=warnings)
+        return self._replace_with(call, call.object_body())
 
     async def _patch(self, call: Call) -> aiohttp.web.StreamResponse:
         assert call.name is not None
@@ -460,12 +448,17 @@ class ApiServer:
             patched.setdefault("metadata", {})["resourceVersion"] = current["metadata"][
                 "resourceVersion"
             ]
+        return self._replace_with(call, patched)
+
+    def _replace_with(self, call: Call, body: dict[str, Any]) -> aiohttp.web.StreamResponse:
+        """PUT ``body`` in place of the call's object (a PATCH once it has applied its patch)."""
+        assert call.name is not None
         warnings: list[str] = []
         updated = self.lifecycle.replace(
             call.resource,
             call.ns,
             call.name,
-            patched,
+            body,
             subresource=call.sub,
             dry_run=call.dry_run,
             field_validation=fieldcheck.directive(call.query),
@@ -530,14 +523,19 @@ def new_api_server(
     return server
 
 
-async def start_http(
-    server: ApiServer, host: str = "127.0.0.1", port: int = 0
-) -> tuple[aiohttp.web.BaseRunner, str]:
-    """Serve the API on ``host:port`` (0 = a free port); returns the runner and the URL."""
-    web_server = aiohttp.web.Server(server, handler_cancellation=True)
-    runner = aiohttp.web.ServerRunner(web_server, shutdown_timeout=2.0)
+async def listen(
+    web_server: aiohttp.web.Server,
+    host: str,
+    port: int,
+    *,
+    shutdown_timeout: float,
+    reuse_address: bool | None = None,
+) -> aiohttp.web.ServerRunner:
+    """A runner serving ``web_server`` on ``host:port``; ServeError (runner cleaned up) if
+    it cannot listen there."""
+    runner = aiohttp.web.ServerRunner(web_server, shutdown_timeout=shutdown_timeout)
     await runner.setup()
-    site = aiohttp.web.TCPSite(runner, host, port)
+    site = aiohttp.web.TCPSite(runner, host, port, reuse_address=reuse_address)
     try:
         await site.start()
     except OSError as exc:
@@ -545,6 +543,15 @@ async def start_http(
         raise ServeError(
             f"cannot listen on {host}:{port} ({exc.strerror}): pick another --port or 0 for any"
         ) from exc
+    return runner
+
+
+async def start_http(
+    server: ApiServer, host: str = "127.0.0.1", port: int = 0
+) -> tuple[aiohttp.web.BaseRunner, str]:
+    """Serve the API on ``host:port`` (0 = a free port); returns the runner and the URL."""
+    web_server = aiohttp.web.Server(server, handler_cancellation=True)
+    runner = await listen(web_server, host, port, shutdown_timeout=2.0)
     bound_host, bound_port = runner.addresses[0][:2]
     return runner, f"http://{bound_host}:{bound_port}"
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import aiohttp.web
 
-from devcluster.apiserver.server import ApiServer, ServeError
+from devcluster.apiserver.server import ApiServer, listen
 
 log = logging.getLogger("devcluster.apiserver")
 # How long a stop waits for requests in flight: short, since watches are ended first and
@@ -71,17 +71,13 @@ class Listener:
 
     async def start(self) -> str:
         self.web_server = _TrackingServer(self.handler)
-        runner = aiohttp.web.ServerRunner(self.web_server, shutdown_timeout=SHUTDOWN_TIMEOUT)
-        await runner.setup()
-        site = aiohttp.web.TCPSite(runner, self.host, self.port, reuse_address=True)
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            raise ServeError(
-                f"cannot listen on {self.host}:{self.port} ({exc.strerror}): pick another "
-                "--port or 0 for any"
-            ) from exc
+        runner = await listen(
+            self.web_server,
+            self.host,
+            self.port,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+            reuse_address=True,
+        )
         self.runner = runner
         self.host, self.port = runner.addresses[0][:2]
         return f"http://{self.host}:{self.port}"
