@@ -7,7 +7,7 @@ import pytest
 from devcluster.apiserver.discovery import Registry
 from devcluster.apiserver.resources import BUILTIN_RESOURCES
 from devcluster.cluster import LocalCluster
-from tests.devcluster.apiserver.widgets import http
+from tests.devcluster.apiserver.widgets import crd, http
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -40,31 +40,16 @@ def test_discovery(cluster: LocalCluster) -> None:
 
 
 def test_crd_created_through_the_api_is_served(cluster: LocalCluster) -> None:
-    crd = {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": "gadgets.example.org"},
-        "spec": {
-            "group": "example.org",
-            "scope": "Cluster",
-            "names": {"plural": "gadgets", "kind": "Gadget"},
-            "versions": [
-                {
-                    "name": "v2",
-                    "served": True,
-                    "storage": True,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "x-kubernetes-preserve-unknown-fields": True,
-                        }
-                    },
-                }
-            ],
-        },
-    }
+    gadgets = crd(
+        "example.org",
+        "gadgets",
+        "Gadget",
+        scope="Cluster",
+        version="v2",
+        schema={"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+    )
     code, created = http(
-        cluster, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd
+        cluster, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", gadgets
     )
     assert code == 201
     assert {c["type"] for c in created["status"]["conditions"]} == {"Established", "NamesAccepted"}

@@ -14,7 +14,7 @@ import pytest
 
 from devcluster.apiserver import builtin_schemas, fieldcheck, strategic
 from devcluster.cluster import LocalCluster
-from tests.devcluster.apiserver.widgets import http, widget
+from tests.devcluster.apiserver.widgets import crd, http, widget
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -90,25 +90,17 @@ def test_openapi_v3_root_and_group_documents(cluster: LocalCluster) -> None:
 
 def test_a_new_crd_changes_the_documents(cluster: LocalCluster) -> None:
     _, before, _, _ = call(cluster, "GET", "/openapi/v3")
-    crd = {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": "sprockets.example.net"},
-        "spec": {
-            "group": "example.net",
-            "scope": "Namespaced",
-            "names": {"plural": "sprockets", "kind": "Sprocket"},
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {"openAPIV3Schema": {"type": "object"}},
-                }
-            ],
-        },
-    }
-    code, _ = http(cluster, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+    sprockets = crd(
+        "example.net",
+        "sprockets",
+        "Sprocket",
+        scope="Namespaced",
+        version="v1",
+        schema={"type": "object"},
+    )
+    code, _ = http(
+        cluster, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", sprockets
+    )
     assert code == 201
     try:
         _, after, _, _ = call(cluster, "GET", "/openapi/v3")

@@ -49,5 +49,29 @@ def widget(name: str, size: int = 1, **extra: Any) -> dict[str, Any]:
     }
 
 
+def crd(
+    group: str, plural: str, kind: str, *, scope: str, version: str, schema: dict[str, Any]
+) -> dict[str, Any]:
+    """A CustomResourceDefinition of one served and stored version, ``<plural>.<group>``."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{group}"},
+        "spec": {
+            "group": group,
+            "scope": scope,
+            "names": {"plural": plural, "kind": kind},
+            "versions": [
+                {
+                    "name": version,
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": schema},
+                }
+            ],
+        },
+    }
+
+
 def create_widget(custom: kubernetes.client.CustomObjectsApi, ns: str, body: Any) -> Any:
     return custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
