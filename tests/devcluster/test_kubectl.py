@@ -45,17 +45,31 @@ def cluster() -> Iterator[LocalCluster]:
         yield running
 
 
-def kubectl(cluster: LocalCluster, *args: str, stdin: str | None = None) -> str:
+def run_kubectl(
+    cluster: LocalCluster, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run kubectl against the cluster's kubeconfig, its output captured as text."""
     assert KUBECTL is not None
-    result = subprocess.run(
+    return subprocess.run(
         [KUBECTL, "--kubeconfig", str(cluster.kubeconfig_path), *args],
         input=stdin,
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def kubectl(cluster: LocalCluster, *args: str, stdin: str | None = None) -> str:
+    result = run_kubectl(cluster, *args, stdin=stdin)
     assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
     return result.stdout
+
+
+def refused(cluster: LocalCluster, *args: str, stdin: str | None = None) -> str:
+    """kubectl's error output for a command that must fail."""
+    result = run_kubectl(cluster, *args, stdin=stdin)
+    assert result.returncode != 0, f"kubectl {' '.join(args)} succeeded: {result.stdout}"
+    return result.stderr
 
 
 def test_apply_get_wait_delete(cluster: LocalCluster) -> None:
@@ -90,35 +104,12 @@ def test_apply_get_wait_delete(cluster: LocalCluster) -> None:
     kubectl(cluster, "wait", "--for=jsonpath={.status.phase}=Done", "wd/tiny", "--timeout=20s")
     patcher.join()
     assert "deleted" in kubectl(cluster, "delete", "wd", "tiny")
-    assert (
-        "No resources found"
-        in subprocess.run(
-            [KUBECTL, "--kubeconfig", str(cluster.kubeconfig_path), "get", "wd"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        ).stderr
-    )
+    assert "No resources found" in run_kubectl(cluster, "get", "wd").stderr
 
 
 def test_invalid_spec_is_rejected_with_field_messages(cluster: LocalCluster) -> None:
-    assert KUBECTL is not None
-    result = subprocess.run(
-        [
-            KUBECTL,
-            "--kubeconfig",
-            str(cluster.kubeconfig_path),
-            "apply",
-            "-f",
-            "-",
-        ],
-        input=WIDGET.format(size=99),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode != 0
-    assert "spec.size" in result.stderr and "less than or equal to 10" in result.stderr
+    err = refused(cluster, "apply", "-f", "-", stdin=WIDGET.format(size=99))
+    assert "spec.size" in err and "less than or equal to 10" in err
 
 
 def test_job_runs_and_kubectl_shows_status_and_logs(cluster: LocalCluster) -> None:
@@ -143,20 +134,6 @@ def test_job_runs_and_kubectl_shows_status_and_logs(cluster: LocalCluster) -> No
     assert "Complete" in kubectl(cluster, "get", "jobs")
     assert "hi from kubectl logs" in kubectl(cluster, "logs", "job/hello")
     assert "Completed" in kubectl(cluster, "get", "pods", "-l", "job-name=hello")
-
-
-def refused(cluster: LocalCluster, *args: str, stdin: str | None = None) -> str:
-    """kubectl's error output for a command that must fail."""
-    assert KUBECTL is not None
-    result = subprocess.run(
-        [KUBECTL, "--kubeconfig", str(cluster.kubeconfig_path), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode != 0, f"kubectl {' '.join(args)} succeeded: {result.stdout}"
-    return result.stderr
 
 
 def test_examples_apply_validated_and_reapply_edited(cluster: LocalCluster) -> None:
@@ -219,11 +196,9 @@ def test_schema_invalid_manifests_are_refused(cluster: LocalCluster) -> None:
     err = refused(cluster, "apply", "-f", "-", stdin=pod)
     assert 'strict decoding error: unknown field "spec.containers[0].comand"' in err
     # --validate=warn sends fieldValidation=Warn: the server drops the field and warns.
-    result = subprocess.run(
-        [KUBECTL, "--kubeconfig", str(cluster.kubeconfig_path), "create", "--validate=warn",
-         "--dry-run=server", "-f", "-"],
-        input=pod, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    result = run_kubectl(
+        cluster, "create", "--validate=warn", "--dry-run=server", "-f", "-", stdin=pod
+    )
     assert result.returncode == 0, result.stderr
     assert 'Warning: unknown field "spec.containers[0].comand"' in result.stderr
     assert "Error from server (NotFound)" in refused(cluster, "get", "pj", "invalid")
