@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import kubernetes.client
@@ -78,3 +79,35 @@ def unschedulable(core: kubernetes.client.CoreV1Api, ns: str, job: str) -> Any:
             if cond.type == "PodScheduled" and cond.status == "False":
                 return cond
     return None
+
+
+@dataclass(frozen=True)
+class JobSpace:
+    """One test's namespace on the pod-runner cluster: its clients, and the helpers above
+    bound to them (the ``space`` fixture)."""
+
+    core: kubernetes.client.CoreV1Api
+    batch: kubernetes.client.BatchV1Api
+    ns: str
+
+    def make_job(self, name: str, container: dict[str, Any], **options: Any) -> Any:
+        return make_job(self.batch, self.ns, name, container, **options)
+
+    def finished_job(self, name: str) -> Any:
+        return finished_job(self.batch, self.ns, name)
+
+    def failed_job(self, name: str, reason: str) -> tuple[Any, Any]:
+        """Wait for the Job to finish, check it Failed for ``reason``: the Job, the condition."""
+        job = self.finished_job(name)
+        failed = condition(job, "Failed")
+        assert failed and failed.reason == reason, f"Job {name}: {failed}"
+        return job, failed
+
+    def pods_of(self, job: str) -> list[Any]:
+        return pods_of(self.core, self.ns, job)
+
+    def waiting_reason(self, job: str) -> Callable[[], Any]:
+        return waiting_reason(self.core, self.ns, job)
+
+    def unschedulable(self, job: str) -> Any:
+        return unschedulable(self.core, self.ns, job)

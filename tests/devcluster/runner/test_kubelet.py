@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import kubernetes.client
-import pytest
-
 from devcluster.runner.kubelet import (
     ImagePolicy,
     container_argv,
@@ -16,29 +13,16 @@ from devcluster.runner.kubelet import (
     termination_message,
     waiting,
 )
-from tests.devcluster.runner.jobs import (
-    condition,
-    finished_job,
-    make_job,
-    pods_of,
-    python,
-    waiting_reason,
-)
+from tests.devcluster.runner.jobs import JobSpace, python
 from tests.polling import wait_for
 
-pytestmark = pytest.mark.timeout(60)
 
-
-def test_termination_message_from_default_and_custom_paths(
-    core: kubernetes.client.CoreV1Api, batch: kubernetes.client.BatchV1Api, ns: str
-) -> None:
+def test_termination_message_from_default_and_custom_paths(space: JobSpace) -> None:
     write = "import sys; open(sys.argv[1], 'w').write(sys.argv[2] * 5000)"
-    make_job(batch, ns, "msg", python(write, "/dev/termination-log", "x"))
+    space.make_job("msg", python(write, "/dev/termination-log", "x"))
     custom = python(write, "--out=/results/message.txt", "y")
     custom["args"][0] = "/results/message.txt"
-    make_job(
-        batch,
-        ns,
+    space.make_job(
         "msg2",
         {
             **custom,
@@ -48,27 +32,22 @@ def test_termination_message_from_default_and_custom_paths(
         volumes=[{"name": "results", "emptyDir": {}}],
     )
     for name, char in (("msg", "x"), ("msg2", "y")):
-        finished_job(batch, ns, name)
-        (pod,) = pods_of(core, ns, name)
+        space.finished_job(name)
+        (pod,) = space.pods_of(name)
         message = pod.status.container_statuses[0].state.terminated.message
         assert message == char * 4096  # capped like the kubelet
 
 
-def test_unpullable_image_backs_off(
-    core: kubernetes.client.CoreV1Api, batch: kubernetes.client.BatchV1Api, ns: str
-) -> None:
-    make_job(batch, ns, "img", {**python("pass"), "image": "invalid.example/nope:1"})
-    assert wait_for(waiting_reason(core, ns, "img"))[0] in ("ErrImagePull", "ImagePullBackOff")
-    wait_for(lambda: (waiting_reason(core, ns, "img")() or ("",))[0] == "ImagePullBackOff")
+def test_unpullable_image_backs_off(space: JobSpace) -> None:
+    space.make_job("img", {**python("pass"), "image": "invalid.example/nope:1"})
+    assert wait_for(space.waiting_reason("img"))[0] in ("ErrImagePull", "ImagePullBackOff")
+    wait_for(lambda: (space.waiting_reason("img")() or ("",))[0] == "ImagePullBackOff")
 
 
-def test_missing_executable_fails_the_pod(
-    core: kubernetes.client.CoreV1Api, batch: kubernetes.client.BatchV1Api, ns: str
-) -> None:
-    make_job(batch, ns, "noexe", {"command": ["definitely-not-installed-xyz"]}, backoffLimit=0)
-    job = finished_job(batch, ns, "noexe")
-    assert condition(job, "Failed").reason == "BackoffLimitExceeded"
-    (pod,) = pods_of(core, ns, "noexe")
+def test_missing_executable_fails_the_pod(space: JobSpace) -> None:
+    space.make_job("noexe", {"command": ["definitely-not-installed-xyz"]}, backoffLimit=0)
+    space.failed_job("noexe", "BackoffLimitExceeded")
+    (pod,) = space.pods_of("noexe")
     terminated = pod.status.container_statuses[0].state.terminated
     assert terminated.reason == "StartError" and "executable file not found" in terminated.message
 
