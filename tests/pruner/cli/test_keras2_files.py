@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from pruner.cli.prune import prune_main
-from tests.pruner.io.model_files import keras_module
+from tests.pruner.io.model_files import as_keras_224, keras_module
 
 pytestmark = pytest.mark.timeout(600)
 K2 = keras_module("keras2")
@@ -130,24 +130,6 @@ def with_dead_channels(model: Any, seed: int = 0) -> Any:
 
 def outputs(model: Any, batch: np.ndarray) -> np.ndarray:
     return np.asarray(model(batch, training=False))
-
-
-def as_keras_224(path: Path) -> None:
-    """Rewrite the file's string attributes as h5py 2 wrote them for TAO's Keras 2.2.4
-    (fixed-length bytes), keras_version 2.2.4."""
-    with h5py.File(path, "a") as handle:
-
-        def fix(obj: Any) -> None:
-            for name in list(obj.attrs):
-                value = obj.attrs[name]
-                if isinstance(value, str):
-                    obj.attrs[name] = np.bytes_(value.encode())
-                elif isinstance(value, np.ndarray) and value.dtype == object:
-                    obj.attrs[name] = np.array([str(v).encode() for v in value])
-
-        fix(handle)
-        handle.visititems(lambda _, obj: fix(obj))
-        handle.attrs["keras_version"] = np.bytes_(b"2.2.4")
 
 
 # Pruned with --verify too (Keras 3 runs the masked original and the pruned model); the
