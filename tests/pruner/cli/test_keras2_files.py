@@ -69,12 +69,14 @@ def mobilenet_v1_style() -> Any:
 
 
 def vgg_style() -> Any:
+    """VGG blocks (convolutions, then a pool; named as VGG16 names them), then Dense."""
     inputs = K2.Input((16, 16, 3))
-    x = L.Conv2D(32, 3, padding="same", activation="relu", name="block1_conv1")(inputs)
-    x = L.Conv2D(32, 3, padding="same", activation="relu", name="block1_conv2")(x)
-    x = L.MaxPooling2D(name="block1_pool")(x)
-    x = L.Conv2D(64, 3, padding="same", activation="relu", name="block2_conv1")(x)
-    x = L.MaxPooling2D(name="block2_pool")(x)
+    x = inputs
+    for block, (filters, convs) in enumerate([(32, 2), (64, 1)], start=1):
+        for conv in range(1, convs + 1):
+            name = f"block{block}_conv{conv}"
+            x = L.Conv2D(filters, 3, padding="same", activation="relu", name=name)(x)
+        x = L.MaxPooling2D(name=f"block{block}_pool")(x)
     x = L.Flatten(name="flatten")(x)
     x = L.Dense(64, activation="relu", name="fc1")(x)
     return K2.Model(inputs, L.Dense(10, name="predictions")(x), name="vgg_style")
