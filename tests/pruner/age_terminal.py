@@ -1,5 +1,7 @@
-"""The `age` binary on a pseudo-terminal: it reads passphrases from its controlling
-terminal only, so the age tests and the crypto bench run it under `pty.fork()`.
+"""Run the `age` binary on a pseudo-terminal, to type its passphrases.
+
+age reads passphrases from its controlling terminal only, so the age tests and the
+crypto bench run it under `pty.fork()`.
 """
 
 from __future__ import annotations
