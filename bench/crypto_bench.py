@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pty
-import re
 import select
 import shutil
 import subprocess
@@ -35,10 +33,13 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run from a checkout: the age helpers live in tests/
+from tests.pruner.age_terminal import PASSPHRASE_PROMPT, spawn_on_pty  # noqa: E402
+
 KEY = "benchmark passphrase"
 MB = 1_000_000
 STREAMING_MARK = 32 * 1024  # bytes written once streaming has begun (headers are ~200)
-_PROMPT = re.compile(rb"passphrase[^\n]*: ?$", re.IGNORECASE)
 
 # Our side, in a fresh interpreter so its memory is its own; prints one JSON line.
 OURS = r"""
@@ -122,12 +123,7 @@ def run_age(args: list[str]) -> dict[str, float]:
     binary = shutil.which("age")
     assert binary
     start = time.perf_counter()
-    pid, fd = pty.fork()
-    if pid == 0:
-        try:
-            os.execv(binary, [binary, *args])
-        finally:
-            os._exit(127)
+    pid, fd = spawn_on_pty(binary, args)
     transcript = bytearray()
     answered = 0
 
@@ -140,7 +136,7 @@ def run_age(args: list[str]) -> dict[str, float]:
         except OSError:  # EIO: age exited and closed the terminal
             return False
         transcript.extend(data)
-        if _PROMPT.search(bytes(transcript[answered:])):
+        if PASSPHRASE_PROMPT.search(bytes(transcript[answered:])):
             os.write(fd, KEY.encode() + b"\n")
             answered = len(transcript)
         return bool(data)

@@ -35,6 +35,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout
 
+# `python -c PRUNEJOB RECORD ARGS...` runs `prunejob ARGS` and records its peak RSS
+# at exit in RECORD, as VmHWM (this process' own memory since exec): ru_maxrss of a
+# child also counts the parent's memory it was forked from.
+from tests.pruner.peak_rss import PRUNEJOB, record_peak_at_exit  # noqa: E402
+
 MODELS: dict[str, str] = {
     "resnet50": "ResNet50",
     "mobilenetv2": "MobileNetV2",
@@ -46,14 +51,9 @@ FILTERS_KEPT = 0.75  # remove ~25% of the filters
 TARGET_RATIO = {"resnet50": 0.5}
 MiB = 1024 * 1024
 
-PLAIN = """
-import atexit, json, sys, time
-def peak():
-    with open("/proc/self/status") as status:
-        hwm = next(line for line in status if line.startswith("VmHWM:"))
-    with open(sys.argv[4], "w") as out:
-        out.write(str(int(hwm.split()[1]) / 1024))
-atexit.register(peak)
+PLAIN = (
+    record_peak_at_exit(4)
+    + """import json, time
 start = time.perf_counter()
 if sys.argv[1] == "hdf5":
     import tf_keras as keras
@@ -69,20 +69,7 @@ saved = time.perf_counter()
 times = {"import": imported - start, "load": loaded - imported, "save": saved - loaded}
 print(json.dumps(times))
 """
-# Runs `prunejob` in this process and records its peak RSS at exit. The peak must be
-# read as VmHWM (this process' own memory since exec): ru_maxrss of a child also
-# counts the parent's memory it was forked from.
-PRUNEJOB = """
-import atexit, sys
-def peak():
-    with open("/proc/self/status") as status:
-        hwm = next(line for line in status if line.startswith("VmHWM:"))
-    with open(sys.argv[1], "w") as out:
-        out.write(str(int(hwm.split()[1]) / 1024))
-atexit.register(peak)
-from prunejob.cli import main
-sys.exit(main(sys.argv[2:]))
-"""
+)
 
 
 def setup(name: str, fmt: str, size: int, path: Path) -> dict[str, Any]:

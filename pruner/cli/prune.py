@@ -79,6 +79,33 @@ and reasons".
 """
 
 
+def _add_choice(
+    group: argparse._ArgumentGroup,
+    flag: Sequence[str],
+    choices: Sequence[str],
+    default: str,
+    metavar: str,
+    what: str,
+) -> None:
+    """A TAO option that takes one of `choices`; its help lists them and the default."""
+    group.add_argument(
+        *flag,
+        choices=choices,
+        default=default,
+        metavar=metavar,
+        help=f"{what}: {', '.join(choices)} (default: %(default)s)",
+    )
+
+
+def _add_count(
+    group: argparse._ArgumentGroup, flag: Sequence[str], default: int, what: str
+) -> None:
+    """A TAO option that takes a whole number N; its help ends with the default."""
+    group.add_argument(
+        *flag, type=int, default=default, metavar="N", help=f"{what} (default: %(default)s)"
+    )
+
+
 def build_parser(prog: str) -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=prog,
@@ -156,28 +183,27 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     )
 
     pruning = parser.add_argument_group("pruning (TAO tlt-prune flags and defaults)")
-    pruning.add_argument(
-        *flags.NORMALIZER,
-        choices=NORMALIZERS,
-        default=DEFAULTS.normalizer,
-        metavar="NORMALIZER",
-        help=f"per-layer normalization of filter norms: {', '.join(NORMALIZERS)} "
-        "(default: %(default)s)",
+    _add_choice(
+        pruning,
+        flags.NORMALIZER,
+        NORMALIZERS,
+        DEFAULTS.normalizer,
+        "NORMALIZER",
+        "per-layer normalization of filter norms",
     )
-    pruning.add_argument(
-        *flags.CRITERION,
-        choices=CRITERIA,
-        default=DEFAULTS.equalization_criterion,
-        metavar="CRITERION",
-        help=f"how stats of layers that must keep the same channels merge: "
-        f"{', '.join(CRITERIA)} (default: %(default)s)",
+    _add_choice(
+        pruning,
+        flags.CRITERION,
+        CRITERIA,
+        DEFAULTS.equalization_criterion,
+        "CRITERION",
+        "how stats of layers that must keep the same channels merge",
     )
-    pruning.add_argument(
-        *flags.GRANULARITY,
-        type=int,
-        default=DEFAULTS.granularity,
-        metavar="N",
-        help="retained counts are rounded up to a multiple of N (default: %(default)s)",
+    _add_count(
+        pruning,
+        flags.GRANULARITY,
+        DEFAULTS.granularity,
+        "retained counts are rounded up to a multiple of N",
     )
     pruning.add_argument(
         *flags.THRESHOLD,
@@ -186,12 +212,11 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         metavar="T",
         help=f"keep filters whose normalized norm is > T (default: {DEFAULTS.threshold})",
     )
-    pruning.add_argument(
-        *flags.MIN_NUM_FILTERS,
-        type=int,
-        default=DEFAULTS.min_num_filters,
-        metavar="N",
-        help="never keep fewer than N filters in a layer (default: %(default)s)",
+    _add_count(
+        pruning,
+        flags.MIN_NUM_FILTERS,
+        DEFAULTS.min_num_filters,
+        "never keep fewer than N filters in a layer",
     )
     pruning.add_argument(
         *flags.EXCLUDED_LAYERS,

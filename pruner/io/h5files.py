@@ -24,6 +24,11 @@ Replacements = Mapping[str, np.ndarray]
 WeightRef = tuple[str, int]
 
 
+# {layer path: [its weight arrays, in Keras order]}: what model files are read into and
+# written from.
+Weights = dict[str, list[np.ndarray]]
+
+
 class Layout:
     """Where each weight of a read model lives: dataset path (in the HDF5 file that
     holds the weights) -> WeightRef, and what writing it back leaves out."""

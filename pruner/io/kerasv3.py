@@ -32,11 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import h5py
-import numpy as np
 
 from prunejob_contract.errors import InvalidModel
 from pruner.io import h5files, layerpaths
-from pruner.io.h5files import Layout
+from pruner.io.h5files import Layout, Weights
 
 CONFIG = "config.json"
 METADATA = "metadata.json"
@@ -47,7 +46,7 @@ LAYERS_GROUPS = ("layers", "_layer_checkpoint_dependencies")
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # zip local file header, 30 bytes
 
 
-def read(path: Path) -> tuple[dict[str, Any], dict[str, list[np.ndarray]], str | None, Layout]:
+def read(path: Path) -> tuple[dict[str, Any], Weights, str | None, Layout]:
     """(config, weights, keras_version, layout) of a `.keras` archive."""
     try:
         archive = zipfile.ZipFile(path)
@@ -119,8 +118,8 @@ def _open_member(path: Path, archive: zipfile.ZipFile, name: str) -> Iterator[h5
 
 def _read_weights(
     path: Path, handle: h5py.File, config: dict[str, Any], keras3: bool, layout: Layout
-) -> dict[str, list[np.ndarray]]:
-    weights: dict[str, list[np.ndarray]] = {}
+) -> Weights:
+    weights: Weights = {}
     _read_model(path, handle, "", config, "", keras3, layout, weights)
     return weights
 
@@ -133,7 +132,7 @@ def _read_model(
     prefix: str,
     keras3: bool,
     layout: Layout,
-    weights: dict[str, list[np.ndarray]],
+    weights: Weights,
 ) -> None:
     """Read the layers of the model `entry`, whose group is `group` at `where` (its
     path in the file, "" for the root)."""
@@ -214,11 +213,7 @@ def _holds_data(group: h5py.Group) -> bool:
 
 
 def write(
-    source: Path,
-    target: Path,
-    config: dict[str, Any],
-    weights: dict[str, list[np.ndarray]],
-    layout: Layout,
+    source: Path, target: Path, config: dict[str, Any], weights: Weights, layout: Layout
 ) -> None:
     """Write the archive `source` to `target` with `config.json` replaced by `config`
     (without a non-empty `compile_config`) and each weight by its value in `weights`; the

@@ -22,18 +22,17 @@ from pathlib import Path
 from typing import Any
 
 import h5py
-import numpy as np
 
 from prunejob_contract.errors import InvalidModel
 from pruner.io import h5files, layerpaths
-from pruner.io.h5files import Layout
+from pruner.io.h5files import Layout, Weights
 
 WEIGHTS_GROUP = "model_weights"
 TRAINING_CONFIG = "training_config"
 OPTIMIZER_GROUP = "optimizer_weights"
 
 
-def read(path: Path) -> tuple[dict[str, Any], dict[str, list[np.ndarray]], str | None, Layout]:
+def read(path: Path) -> tuple[dict[str, Any], Weights, str | None, Layout]:
     """(config, weights, keras_version, layout) of an HDF5 model file."""
     with h5py.File(path, "r") as handle:
         if "model_config" not in handle.attrs:
@@ -64,9 +63,7 @@ def read(path: Path) -> tuple[dict[str, Any], dict[str, list[np.ndarray]], str |
         return config, weights, None if version is None else h5files.text(version), layout
 
 
-def _read_weights(
-    path: Path, group: h5py.Group, config: dict[str, Any], layout: Layout
-) -> dict[str, list[np.ndarray]]:
+def _read_weights(path: Path, group: h5py.Group, config: dict[str, Any], layout: Layout) -> Weights:
     names = h5files.string_list(group, "layer_names")
     if names is None:
         raise InvalidModel(f"{path}: {WEIGHTS_GROUP} lists no layer_names; not a Keras model file")
@@ -75,7 +72,7 @@ def _read_weights(
         for entry in layerpaths.tracked_layers(config)
         if layerpaths.model_layers(entry) is not None
     }
-    weights: dict[str, list[np.ndarray]] = {}
+    weights: Weights = {}
     for name in names:
         if name not in group:
             raise InvalidModel(f"{path}: layer {name!r} is listed but has no weights group")
@@ -132,11 +129,7 @@ def _inner_owners(
 
 
 def write(
-    source: Path,
-    target: Path,
-    config: dict[str, Any],
-    weights: dict[str, list[np.ndarray]],
-    layout: Layout,
+    source: Path, target: Path, config: dict[str, Any], weights: Weights, layout: Layout
 ) -> None:
     """Write `source` to `target` with the model config replaced by `config` and each
     weight dataset by its value in `weights`; the training config and optimizer state

@@ -27,8 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-
 from prunejob_contract.errors import (
     InvalidArgument,
     InvalidModel,
@@ -53,10 +51,9 @@ from pruner.io.formats import (
     tao_encrypted_message,
     tao_export_message,
 )
-from pruner.io.h5files import Layout
+from pruner.io.h5files import Layout, Weights
 
 Dialect = Literal["keras2", "keras3"]
-Weights = dict[str, list[np.ndarray]]
 
 
 def inspect_model_file(path: Path, shown: str | None = None) -> FileFormat:

@@ -206,23 +206,29 @@ def bucket_exists(client: Any, obj: S3Object) -> bool:
     return True
 
 
-def object_exists(client: Any, obj: S3Object) -> bool:
-    """Whether the object exists; a missing bucket raises BucketNotFound."""
+def head_object(client: Any, obj: S3Object) -> dict[str, Any] | None:
+    """The object's HEAD response; None when it does not exist. A missing bucket raises
+    BucketNotFound."""
     from botocore.exceptions import ClientError
 
     try:
-        client.head_object(Bucket=obj.bucket, Key=obj.key)
+        head: dict[str, Any] = client.head_object(Bucket=obj.bucket, Key=obj.key)
     except ClientError as err:
         if _error_code(err) in ("404", "NoSuchKey", "NotFound"):
             if not bucket_exists(client, obj):
                 raise BucketNotFound(
                     f"S3 bucket {obj.bucket!r} does not exist (for {obj.uri})"
                 ) from None
-            return False
+            return None
         raise map_error(err, obj, client, missing="output") from None
     except Exception as err:
         raise map_error(err, obj, client, missing="output") from None
-    return True
+    return head
+
+
+def object_exists(client: Any, obj: S3Object) -> bool:
+    """Whether the object exists; a missing bucket raises BucketNotFound."""
+    return head_object(client, obj) is not None
 
 
 def _subscribers(progress: ProgressCallback | None) -> list[Any]:
@@ -282,21 +288,9 @@ class S3Store:
         """None when `obj` does not exist; its ETag when it exists and records `owner`
         as who published it (this run may replace it, if it is still that version);
         OutputExists otherwise. A missing bucket raises BucketNotFound."""
-        client = self.client
-        from botocore.exceptions import ClientError  # lazy, with boto3
-
-        try:
-            head = client.head_object(Bucket=obj.bucket, Key=obj.key)
-        except ClientError as err:
-            if _error_code(err) in ("404", "NoSuchKey", "NotFound"):
-                if not bucket_exists(client, obj):
-                    raise BucketNotFound(
-                        f"S3 bucket {obj.bucket!r} does not exist (for {obj.uri})"
-                    ) from None
-                return None
-            raise map_error(err, obj, client, missing="output") from None
-        except Exception as err:
-            raise map_error(err, obj, client, missing="output") from None
+        head = head_object(self.client, obj)
+        if head is None:
+            return None
         recorded = (head.get("Metadata") or {}).get(OWNER_METADATA)
         if owner is not None and recorded == owner:
             return str(head["ETag"])

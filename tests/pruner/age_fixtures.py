@@ -10,8 +10,6 @@ passphrase whenever a prompt appears.
 from __future__ import annotations
 
 import os
-import pty
-import re
 import select
 import shutil
 import time
@@ -19,8 +17,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from tests.pruner.age_terminal import PASSPHRASE_PROMPT, spawn_on_pty
+
 AGE = shutil.which("age")
-_PROMPT = re.compile(rb"passphrase[^\n]*: ?$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -32,12 +31,7 @@ class AgeRun:
 def run_age(args: list[str], passphrase: str, *, timeout: float = 60.0) -> AgeRun:
     """Run `age ARGS`, typing `passphrase` at every passphrase prompt."""
     assert AGE is not None
-    pid, fd = pty.fork()
-    if pid == 0:  # child: exec age with the pty as its controlling terminal
-        try:
-            os.execv(AGE, [AGE, *args])
-        finally:
-            os._exit(127)
+    pid, fd = spawn_on_pty(AGE, args)
     transcript = bytearray()
     answered_up_to = 0
     deadline = time.monotonic() + timeout
@@ -56,7 +50,7 @@ def run_age(args: list[str], passphrase: str, *, timeout: float = 60.0) -> AgeRu
             if not data:
                 break
             transcript += data
-            if _PROMPT.search(bytes(transcript[answered_up_to:])):
+            if PASSPHRASE_PROMPT.search(bytes(transcript[answered_up_to:])):
                 os.write(fd, passphrase.encode() + b"\n")
                 answered_up_to = len(transcript)
     finally:

@@ -56,10 +56,27 @@ def uses_bias(rec: LayerRecord) -> bool:
     return bool(rec.config.get("use_bias", True))
 
 
+def split_input(rec: LayerRecord, shape: Shape) -> tuple[bool, list[int | None], int | None]:
+    """An input `shape` in the layer's own data_format: (channels first, the spatial
+    sizes, the channel count)."""
+    first = layer_channels_first(rec)
+    spatial, channels = split(shape, first)
+    return first, spatial, channels
+
+
+def conv_window(
+    config: dict[str, Any], rank: int
+) -> tuple[tuple[int | None, ...], tuple[int | None, ...], tuple[int | None, ...]]:
+    """A convolution's kernel size, strides and dilation rate, one per spatial axis."""
+    kernel = as_tuple(config["kernel_size"], rank, "kernel_size")
+    strides = as_tuple(config.get("strides", 1), rank, "strides")
+    dilation = as_tuple(config.get("dilation_rate", 1), rank, "dilation_rate")
+    return kernel, strides, dilation
+
+
 def conv_output_shape(rec: LayerRecord, shape: Shape, channels: int | None) -> Shape:
     """A (batch, spatial..., channels) convolution or pooling output, Keras' formula."""
-    first = layer_channels_first(rec)
-    spatial, _ = split(shape, first)
+    first, spatial, _ = split_input(rec, shape)
     rank = len(spatial)
     config = rec.config
     if "pool_size" in config:
@@ -68,9 +85,7 @@ def conv_output_shape(rec: LayerRecord, shape: Shape, channels: int | None) -> S
         strides = kernel if strides_value is None else as_tuple(strides_value, rank, "strides")
         dilation = (1,) * rank
     else:
-        kernel = as_tuple(config["kernel_size"], rank, "kernel_size")
-        strides = as_tuple(config.get("strides", 1), rank, "strides")
-        dilation = as_tuple(config.get("dilation_rate", 1), rank, "dilation_rate")
+        kernel, strides, dilation = conv_window(config, rank)
     padding = str(config.get("padding", "valid")).lower()
     out = [
         conv_length(n, k, padding, s, d)

@@ -10,12 +10,12 @@ from pruner.core.graph import Call, ChannelGraph, LayerKind, LayerRecord, Layout
 from pruner.core.kinds.common import (
     conv_output_shape,
     first_shape,
-    layer_channels_first,
     single_input,
     slice_channel_lists,
+    split_input,
 )
 from pruner.core.modelconfig import Shape
-from pruner.core.shapes import ShapeUnknown, as_tuple, join, nested_pairs, split
+from pruner.core.shapes import ShapeUnknown, as_tuple, join, nested_pairs
 
 
 class PassThrough(LayerKind):
@@ -44,7 +44,7 @@ class Pooling(PassThrough):
 
     def output_shapes(self, rec: LayerRecord, call: Call) -> list[Shape]:
         shape = first_shape(call)
-        return [conv_output_shape(rec, shape, split(shape, layer_channels_first(rec))[1])]
+        return [conv_output_shape(rec, shape, split_input(rec, shape)[2])]
 
 
 class GlobalPooling(PassThrough):
@@ -55,8 +55,7 @@ class GlobalPooling(PassThrough):
 
     def output_shapes(self, rec: LayerRecord, call: Call) -> list[Shape]:
         shape = first_shape(call)
-        first = layer_channels_first(rec)
-        spatial, channels = split(shape, first)
+        first, spatial, channels = split_input(rec, shape)
         if rec.config.get("keepdims"):
             return [join(shape[0], [1] * len(spatial), channels, first)]
         return [(shape[0], channels)]
@@ -72,8 +71,7 @@ class Spatial(PassThrough):
 
     def output_shapes(self, rec: LayerRecord, call: Call) -> list[Shape]:
         shape = first_shape(call)
-        first = layer_channels_first(rec)
-        spatial, channels = split(shape, first)
+        first, spatial, channels = split_input(rec, shape)
         rank = len(spatial)
         config = rec.config
         family = rec.class_name[:-2] if rec.class_name[-1] == "D" else rec.class_name

@@ -21,13 +21,14 @@ from pruner.core.graph import (
 )
 from pruner.core.kinds.common import (
     conv_output_shape,
+    conv_window,
     first_shape,
-    layer_channels_first,
     single_input,
+    split_input,
     uses_bias,
 )
 from pruner.core.modelconfig import Shape
-from pruner.core.shapes import as_tuple, deconv_length, join, split
+from pruner.core.shapes import as_tuple, deconv_length, join
 from pruner.core.stats import filter_norms
 
 
@@ -111,13 +112,10 @@ class TransposedConv(Producer):
 
     def output_shapes(self, rec: LayerRecord, call: Call) -> list[Shape]:
         shape = first_shape(call)
-        first = layer_channels_first(rec)
-        spatial, _ = split(shape, first)
+        first, spatial, _ = split_input(rec, shape)
         rank = len(spatial)
         config = rec.config
-        kernel = as_tuple(config["kernel_size"], rank, "kernel_size")
-        strides = as_tuple(config.get("strides", 1), rank, "strides")
-        dilation = as_tuple(config.get("dilation_rate", 1), rank, "dilation_rate")
+        kernel, strides, dilation = conv_window(config, rank)
         padding_value = config.get("output_padding")
         output_padding: tuple[int | None, ...] = (
             (None,) * rank
@@ -190,7 +188,7 @@ class Depthwise(LayerKind):
 
     def output_shapes(self, rec: LayerRecord, call: Call) -> list[Shape]:
         shape = first_shape(call)
-        _, channels = split(shape, layer_channels_first(rec))
+        _, _, channels = split_input(rec, shape)
         multiplier = int(rec.config.get("depth_multiplier", 1))
         return [conv_output_shape(rec, shape, None if channels is None else channels * multiplier)]
 

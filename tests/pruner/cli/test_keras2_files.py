@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from pruner.cli.prune import prune_main
-from tests.pruner.io.model_files import keras_module
+from tests.pruner.io.model_files import as_keras_224, keras_module
 
 pytestmark = pytest.mark.timeout(600)
 K2 = keras_module("keras2")
@@ -69,12 +69,14 @@ def mobilenet_v1_style() -> Any:
 
 
 def vgg_style() -> Any:
+    """VGG blocks (convolutions, then a pool; named as VGG16 names them), then Dense."""
     inputs = K2.Input((16, 16, 3))
-    x = L.Conv2D(32, 3, padding="same", activation="relu", name="block1_conv1")(inputs)
-    x = L.Conv2D(32, 3, padding="same", activation="relu", name="block1_conv2")(x)
-    x = L.MaxPooling2D(name="block1_pool")(x)
-    x = L.Conv2D(64, 3, padding="same", activation="relu", name="block2_conv1")(x)
-    x = L.MaxPooling2D(name="block2_pool")(x)
+    x = inputs
+    for block, (filters, convs) in enumerate([(32, 2), (64, 1)], start=1):
+        for conv in range(1, convs + 1):
+            name = f"block{block}_conv{conv}"
+            x = L.Conv2D(filters, 3, padding="same", activation="relu", name=name)(x)
+        x = L.MaxPooling2D(name=f"block{block}_pool")(x)
     x = L.Flatten(name="flatten")(x)
     x = L.Dense(64, activation="relu", name="fc1")(x)
     return K2.Model(inputs, L.Dense(10, name="predictions")(x), name="vgg_style")
@@ -130,24 +132,6 @@ def with_dead_channels(model: Any, seed: int = 0) -> Any:
 
 def outputs(model: Any, batch: np.ndarray) -> np.ndarray:
     return np.asarray(model(batch, training=False))
-
-
-def as_keras_224(path: Path) -> None:
-    """Rewrite the file's string attributes as h5py 2 wrote them for TAO's Keras 2.2.4
-    (fixed-length bytes), keras_version 2.2.4."""
-    with h5py.File(path, "a") as handle:
-
-        def fix(obj: Any) -> None:
-            for name in list(obj.attrs):
-                value = obj.attrs[name]
-                if isinstance(value, str):
-                    obj.attrs[name] = np.bytes_(value.encode())
-                elif isinstance(value, np.ndarray) and value.dtype == object:
-                    obj.attrs[name] = np.array([str(v).encode() for v in value])
-
-        fix(handle)
-        handle.visititems(lambda _, obj: fix(obj))
-        handle.attrs["keras_version"] = np.bytes_(b"2.2.4")
 
 
 # Pruned with --verify too (Keras 3 runs the masked original and the pruned model); the

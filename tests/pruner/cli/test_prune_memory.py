@@ -16,20 +16,10 @@ from pathlib import Path
 import pytest
 
 from tests.pruner.io.model_files import keras_module
+from tests.pruner.peak_rss import PRUNEJOB
 
 pytestmark = pytest.mark.timeout(300)
 MiB = 1024 * 1024
-PRUNEJOB = """
-import atexit, sys
-def peak():
-    with open("/proc/self/status") as status:
-        hwm = next(line for line in status if line.startswith("VmHWM:"))
-    with open(sys.argv[1], "w") as out:
-        out.write(str(int(hwm.split()[1]) / 1024))
-atexit.register(peak)
-from prunejob.cli import main
-sys.exit(main(sys.argv[2:]))
-"""
 
 
 def peak_rss(args: list[str], folder: Path) -> float:

@@ -22,7 +22,7 @@ from keras.src.applications.inception_resnet_v2 import CustomScaleLayer
 from prunejob_contract.errors import InvalidModel, UnsupportedLayer
 from prunejob_contract.settings import PruneSettings
 from pruner.core.build import build_model
-from pruner.core.plan import prepare
+from pruner.core.plan import PrunePlan, prepare
 from pruner.core.surgery import apply_plan
 from tests.pruner.core.helpers import build_k2, live, live_k2, randomize, run, walk
 
@@ -54,6 +54,19 @@ def prune_and_compare(
     assert float(np.max(np.abs(want))) > 0
     assert float(np.max(np.abs(want - got))) <= 1e-5 * max(1.0, float(np.max(np.abs(want))))
     return new_config, new_weights, pruned
+
+
+def apply_and_compare_k2(
+    model: Any, config: dict[str, Any], weights: dict[str, Any], plan: PrunePlan, seed: int
+) -> dict[str, list[np.ndarray]]:
+    """Apply `plan`, rebuild the result with tf_keras and check it computes what the
+    tf_keras `model` does on a random batch of 2 (from `seed`); the pruned weights."""
+    new_config, new_weights = apply_plan(config, weights, plan)
+    shape = (2, *tuple(model.inputs[0].shape[1:]))
+    inputs = np.random.default_rng(seed).normal(size=shape).astype("float32")
+    got = run(build_k2(new_config, new_weights), inputs)
+    np.testing.assert_allclose(got, run(model, inputs), rtol=1e-5, atol=1e-5)
+    return new_weights
 
 
 def all_but(total: int, removed: list[int]) -> list[int]:
@@ -215,11 +228,8 @@ def test_tf_keras_nested_models_number_their_calls_from_one() -> None:
     assert {lp.name: lp.kept for lp in plan.layers} == {
         "outer_conv": all_but(6, [0]), "inner/inner_conv": all_but(5, [3]),
         "seq/seq_conv": all_but(4, [1]), "head": [0, 1]}  # fmt: skip
-    new_config, new_weights = apply_plan(config, weights, plan)
+    new_weights = apply_and_compare_k2(model, config, weights, plan, seed=0)
     assert new_weights["inner/inner_bn"][0].shape == (4,)
-    inputs = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32")
-    got = run(build_k2(new_config, new_weights), inputs)
-    np.testing.assert_allclose(got, run(model, inputs), rtol=1e-5, atol=1e-5)
 
 
 def test_tf_keras_raw_ops_prune_like_the_layers_they_mean() -> None:
@@ -244,10 +254,7 @@ def test_tf_keras_raw_ops_prune_like_the_layers_they_mean() -> None:
     plan = prepare(config, weights, TINY).plan()
     kept = {lp.name: lp.kept for lp in plan.layers}
     assert kept["a"] == kept["b"] == all_but(8, [4])
-    new_config, new_weights = apply_plan(config, weights, plan)
-    inputs = np.random.default_rng(1).normal(size=(2, 6, 6, 3)).astype("float32")
-    got = run(build_k2(new_config, new_weights), inputs)
-    np.testing.assert_allclose(got, run(model, inputs), rtol=1e-5, atol=1e-5)
+    apply_and_compare_k2(model, config, weights, plan, seed=1)
 
 
 def test_a_tf_keras_raw_op_the_pruner_does_not_know_is_named() -> None:

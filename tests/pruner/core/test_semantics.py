@@ -6,7 +6,9 @@ then just the absolute value of its single kernel weight, so the stats are set e
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -22,6 +24,11 @@ from pruner.core.stats import filter_norms, merge, normalize, retained_count, re
 from tests.pruner.core.helpers import live
 
 ONE_BY_ONE = PruneSettings(threshold=0.1, granularity=1, min_num_filters=1)
+
+
+def one_by_one(**changes: Any) -> PruneSettings:
+    """ONE_BY_ONE with `changes` (threshold 0.1, every filter counts on its own)."""
+    return dataclasses.replace(ONE_BY_ONE, **changes)
 
 
 def compute_plan(model: keras.Model, settings: PruneSettings) -> PrunePlan:
@@ -148,17 +155,25 @@ def transitive_model() -> keras.Model:
     return keras.Model(inp, out)
 
 
-def test_groups_merge_transitively() -> None:
+# The filter norms of a, b, c and d the graph-level cases start from (each case says
+# what it changes).
+GROUP_NORMS: dict[str, Sequence[float]] = {
+    "a": [1.0, 0.05, 0.06, 0.5],
+    "b": [0.5, 0.04, 1.0, 0.05],
+    "c": [1.0, 0.03, 0.02, 0.05],
+    "d": [1.0, 0.05, 0.02, 0.5],
+}
+
+
+def transitive_with(**changes: Sequence[float]) -> keras.Model:
+    """`transitive_model` with GROUP_NORMS, but for the layers named in `changes`."""
     model = transitive_model()
-    set_norms(
-        model,
-        {
-            "a": [1.0, 0.05, 0.06, 0.5],
-            "b": [0.5, 0.04, 1.0, 0.05],
-            "c": [1.0, 0.03, 0.02, 0.05],
-            "d": [1.0, 0.05, 0.02, 0.5],
-        },
-    )
+    set_norms(model, {**GROUP_NORMS, **changes})
+    return model
+
+
+def test_groups_merge_transitively() -> None:
+    model = transitive_with()
     plan = compute_plan(model, ONE_BY_ONE)
     # union over a, b, c (tied through b): [1, .05, 1, .5] -> {0, 2, 3}; d alone -> {0, 3}
     assert kept(plan) == {"a": [0, 2, 3], "b": [0, 2, 3], "c": [0, 2, 3], "d": [0, 3],
@@ -166,16 +181,7 @@ def test_groups_merge_transitively() -> None:
 
 
 def test_each_criterion_on_a_group() -> None:
-    model = transitive_model()
-    set_norms(
-        model,
-        {
-            "a": [1.0, 0.05, 0.06, 0.5],
-            "b": [0.5, 0.04, 1.0, 0.05],
-            "c": [1.0, 0.03, 0.01, 0.05],
-            "d": [1.0, 1.0, 1.0, 1.0],
-        },
-    )
+    model = transitive_with(c=[1.0, 0.03, 0.01, 0.05], d=[1.0, 1.0, 1.0, 1.0])
     expected = {
         # min [.5, .03, .01, .05] -> {0}
         "intersection": [0],
@@ -185,28 +191,17 @@ def test_each_criterion_on_a_group() -> None:
         "geometric_mean": [0, 3],
     }
     for criterion, indices in expected.items():
-        settings = PruneSettings(
-            equalization_criterion=criterion, threshold=0.1, granularity=1, min_num_filters=1
-        )
+        settings = one_by_one(equalization_criterion=criterion)
         assert kept(compute_plan(model, settings))["a"] == indices, criterion
 
 
 def test_normalization_is_per_layer_before_merging() -> None:
-    model = transitive_model()
     # b is 10x larger than a: raw union would be dominated by b; normalized it is not
-    set_norms(
-        model,
-        {
-            "a": [1.0, 0.05, 0.06, 0.5],
-            "b": [5.0, 0.4, 0.5, 10.0],
-            "c": [1.0, 0.03, 0.02, 0.05],
-            "d": [1.0, 1.0, 1.0, 1.0],
-        },
-    )
+    model = transitive_with(b=[5.0, 0.4, 0.5, 10.0], d=[1.0, 1.0, 1.0, 1.0])
     # b normalized by max 10: [.5, .04, .05, 1]; union [1, .05, .06, 1] -> {0, 3}
     assert kept(compute_plan(model, ONE_BY_ONE))["b"] == [0, 3]
     # with -n off the raw norms are compared: union [5, .4, .5, 10] -> all kept
-    off = PruneSettings(normalizer="off", threshold=0.1, granularity=1, min_num_filters=1)
+    off = one_by_one(normalizer="off")
     assert kept(compute_plan(model, off))["b"] == [0, 1, 2, 3]
 
 
@@ -224,19 +219,8 @@ def test_broadcast_parent_is_dropped_from_the_group() -> None:
 
 
 def test_an_excluded_member_keeps_the_whole_group() -> None:
-    model = transitive_model()
-    set_norms(
-        model,
-        {
-            "a": [1.0, 0.05, 0.06, 0.5],
-            "b": [0.5, 0.04, 1.0, 0.05],
-            "c": [1.0, 0.03, 0.02, 0.05],
-            "d": [1.0, 0.05, 0.02, 0.5],
-        },
-    )
-    settings = PruneSettings(
-        threshold=0.1, granularity=1, min_num_filters=1, excluded_layers=("c",)
-    )
+    model = transitive_with()
+    settings = one_by_one(excluded_layers=("c",))
     plan = kept(compute_plan(model, settings))
     assert plan["a"] == plan["b"] == plan["c"] == [0, 1, 2, 3]
     assert plan["d"] == [0, 3]
@@ -274,9 +258,7 @@ def test_depthwise_is_tied_to_its_producer(criterion: str, expected: list[int]) 
     model = depthwise_model()
     # p raw norms [2, .1, 1, .04] normalize (max) to [1, .05, .5, .02]
     set_norms(model, {"p": [2.0, 0.1, 1.0, 0.04], "dw": [0.05, 1.0, 0.02, 0.01]})
-    settings = PruneSettings(
-        equalization_criterion=criterion, threshold=0.1, granularity=1, min_num_filters=1
-    )
+    settings = one_by_one(equalization_criterion=criterion)
     plan = kept(compute_plan(model, settings))
     assert plan["p"] == plan["dw"] == expected
 

@@ -148,3 +148,22 @@ def zip_weights(path: Path, folder: Path) -> Path:
     """The `model.weights.h5` of a `.keras` archive, extracted into `folder`."""
     with zipfile.ZipFile(path) as archive:
         return Path(archive.extract("model.weights.h5", folder))
+
+
+def as_keras_224(path: Path) -> None:
+    """Rewrite the file as h5py 2 / TAO's Keras 2.2.4 write it: every string attribute
+    fixed-length bytes (`np.bytes_`), not h5py 3's variable-length strings; keras_version
+    2.2.4."""
+    with h5py.File(path, "a") as handle:
+
+        def fix(obj: Any) -> None:
+            for name in list(obj.attrs):
+                value = obj.attrs[name]
+                if isinstance(value, str):
+                    obj.attrs[name] = np.bytes_(value.encode())
+                elif isinstance(value, np.ndarray) and value.dtype == object:
+                    obj.attrs[name] = np.array([str(v).encode() for v in value])
+
+        fix(handle)
+        handle.visititems(lambda _, obj: fix(obj))
+        handle.attrs["keras_version"] = np.bytes_(b"2.2.4")

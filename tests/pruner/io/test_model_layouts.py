@@ -22,6 +22,7 @@ import pytest
 
 from pruner.io import modelfile
 from tests.pruner.io.model_files import (
+    as_keras_224,
     doubly_nested_model,
     h5_content,
     keras_module,
@@ -207,31 +208,13 @@ def test_weights_of_the_wrong_structure_are_refused(
     assert not (tmp_path / "out.keras").exists()
 
 
-def _as_keras_224(source: Path, target: Path) -> None:
-    """The file as h5py 2 / TAO's Keras 2.2.4 write it: every string attribute
-    fixed-length bytes (`np.bytes_`), not h5py 3's variable-length strings."""
-    target.write_bytes(source.read_bytes())
-    with h5py.File(target, "a") as handle:
-
-        def fix(obj: Any) -> None:
-            for name in list(obj.attrs):
-                value = obj.attrs[name]
-                if isinstance(value, str):
-                    obj.attrs[name] = np.bytes_(value.encode())
-                elif isinstance(value, np.ndarray) and value.dtype == object:
-                    obj.attrs[name] = np.array([str(v).encode() for v in value])
-
-        fix(handle)
-        handle.visititems(lambda _, obj: fix(obj))
-        handle.attrs["keras_version"] = np.bytes_(b"2.2.4")
-
-
 def test_keras_224_style_attributes_keep_their_types(
     saved: dict[tuple[str, str, str], Any], tmp_path: Path
 ) -> None:
     _, _, path = saved[("keras2", "sequential", ".hdf5")]
     old = tmp_path / "tao.hdf5"
-    _as_keras_224(path, old)
+    old.write_bytes(path.read_bytes())
+    as_keras_224(old)
     model = modelfile.read_model(old)
     assert model.keras_version == "2.2.4" and model.dialect == "keras2"
     out = tmp_path / "pruned.hdf5"

@@ -7,6 +7,7 @@ import json
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -112,14 +113,9 @@ def test_region_from_aws_region(monkeypatch) -> None:
 
 
 def test_wrong_credentials(s3, monkeypatch) -> None:
-    with (
-        moto_auth(s3.endpoint),
-        pytest.raises(AccessDenied) as caught,
-        transfer.fetch_model(s3.location("m.keras"), None, s3.store),
-    ):
-        pass
-    assert "credentials" in one_line(caught.value)
-    assert caught.value.exit_code == 9
+    denied = access_denied_fetching(s3, "m.keras")
+    assert "credentials" in one_line(denied)
+    assert denied.exit_code == 9
 
 
 def test_access_denied_by_policy(s3, monkeypatch) -> None:
@@ -145,14 +141,21 @@ def test_access_denied_by_policy(s3, monkeypatch) -> None:
     credentials = iam.create_access_key(UserName=user)["AccessKey"]
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", credentials["AccessKeyId"])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", credentials["SecretAccessKey"])
+    denied = access_denied_fetching(s3, "m.keras")
+    assert "access denied" in one_line(denied)
+    assert s3.uri("m.keras") in str(denied)
+
+
+def access_denied_fetching(s3: Any, key: str) -> AccessDenied:
+    """The AccessDenied that fetching the object `key` raises with moto's IAM
+    authentication on."""
     with (
         moto_auth(s3.endpoint),
         pytest.raises(AccessDenied) as caught,
-        transfer.fetch_model(s3.location("m.keras"), None, s3.store),
+        transfer.fetch_model(s3.location(key), None, s3.store),
     ):
         pass
-    assert "access denied" in one_line(caught.value)
-    assert s3.uri("m.keras") in str(caught.value)
+    return caught.value
 
 
 @contextlib.contextmanager

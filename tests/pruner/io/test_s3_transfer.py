@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +17,19 @@ from pruner.io.transfer import publish_model
 pytestmark = pytest.mark.usefixtures("aws_environment")
 
 MiB = 1024 * 1024
+
+
+def concurrent_writer(s3: Any, key: str) -> Callable[[int], None]:
+    """A progress callback that, on the upload's first progress, has another writer put
+    b"theirs" at `key`."""
+    raced: list[bool] = []
+
+    def other_writer(_: int) -> None:
+        if not raced:
+            raced.append(True)
+            s3.client.put_object(Bucket=s3.bucket, Key=key, Body=b"theirs")
+
+    return other_writer
 
 
 def test_small_round_trip(s3, tmp_path: Path) -> None:
@@ -63,12 +78,7 @@ def test_concurrent_writer_wins_and_is_not_clobbered(s3, tmp_path: Path, size: i
     an object that appears during our upload makes it fail with OutputExists."""
     (tmp_path / "ours").write_bytes(os.urandom(size))
     obj = s3.location("race")
-    raced = []
-
-    def other_writer(_: int) -> None:
-        if not raced:
-            raced.append(True)
-            s3.client.put_object(Bucket=s3.bucket, Key="race", Body=b"theirs")
+    other_writer = concurrent_writer(s3, "race")
 
     with pytest.raises(OutputExists):
         s3.store.upload(tmp_path / "ours", obj, overwrite=False, progress=other_writer)
@@ -138,12 +148,7 @@ def test_replacing_the_owners_output_loses_to_a_concurrent_writer(s3, tmp_path: 
         Bucket=s3.bucket, Key="race", Body=b"ours, earlier", Metadata={OWNER_METADATA: "job-1"}
     )
     (tmp_path / "ours").write_bytes(os.urandom(1 * MiB))
-    raced = []
-
-    def other_writer(_: int) -> None:
-        if not raced:
-            raced.append(True)
-            s3.client.put_object(Bucket=s3.bucket, Key="race", Body=b"theirs")
+    other_writer = concurrent_writer(s3, "race")
 
     with pytest.raises(OutputExists, match="written concurrently"):
         publish_model(tmp_path / "ours", s3.location("race"), None, s3.store, overwrite=False,
@@ -153,12 +158,7 @@ def test_replacing_the_owners_output_loses_to_a_concurrent_writer(s3, tmp_path: 
 
 def test_owner_of_a_missing_output_creates_it_exclusively(s3, tmp_path: Path) -> None:
     (tmp_path / "ours").write_bytes(os.urandom(1 * MiB))
-    raced = []
-
-    def other_writer(_: int) -> None:
-        if not raced:
-            raced.append(True)
-            s3.client.put_object(Bucket=s3.bucket, Key="fresh", Body=b"theirs")
+    other_writer = concurrent_writer(s3, "fresh")
 
     with pytest.raises(OutputExists):
         publish_model(tmp_path / "ours", s3.location("fresh"), None, s3.store, overwrite=False,

@@ -14,6 +14,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,16 +47,18 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def publish_encrypted(source: Path, s3: Any, key: str, **options: Any) -> dict[str, Any]:
+    """`publish_model` of `source` to the object `key` of the test bucket, encrypted with
+    KEY, not overwriting."""
+    return transfer.publish_model(
+        source, s3.location(key), KEY, s3.store, overwrite=False, **options
+    )
+
+
 @pytest.mark.timeout(60)
 def test_plain_local_to_encrypted_s3(s3, tmp_path: Path) -> None:
     (tmp_path / "pruned.keras").write_bytes(KERAS)
-    result = transfer.publish_model(
-        tmp_path / "pruned.keras",
-        s3.location("out/model.keras.age"),
-        KEY,
-        s3.store,
-        overwrite=False,
-    )
+    result = publish_encrypted(tmp_path / "pruned.keras", s3, "out/model.keras.age")
     stored = s3.get("out/model.keras.age")
     assert stored.split(b"\n")[1].endswith(b" 18")  # age's default scrypt work factor
     assert result == {
@@ -78,14 +81,7 @@ def test_encrypted_s3_to_encrypted_s3(s3) -> None:
         mode = plain.stat().st_mode
         assert stat.S_IMODE(mode) == 0o600
         assert stat.S_IMODE(plain.parent.stat().st_mode) == 0o700
-        result = transfer.publish_model(
-            plain,
-            s3.location("out/resnet.h5.age"),
-            KEY,
-            s3.store,
-            overwrite=False,
-            work_factor=FAST,
-        )
+        result = publish_encrypted(plain, s3, "out/resnet.h5.age", work_factor=FAST)
     assert not plain.exists() and not plain.parent.exists()  # plaintext gone on exit
     stored = s3.get("out/resnet.h5.age")
     assert result["sha256"] == sha256(stored)
@@ -98,14 +94,7 @@ def test_encrypted_s3_to_encrypted_s3(s3) -> None:
 def test_multipart_encrypted_output(s3, tmp_path: Path) -> None:
     data = os.urandom(11 * MiB)
     (tmp_path / "big.keras").write_bytes(data)
-    result = transfer.publish_model(
-        tmp_path / "big.keras",
-        s3.location("big.keras.age"),
-        KEY,
-        s3.store,
-        overwrite=False,
-        work_factor=FAST,
-    )
+    result = publish_encrypted(tmp_path / "big.keras", s3, "big.keras.age", work_factor=FAST)
     head = s3.client.head_object(Bucket=s3.bucket, Key="big.keras.age")
     assert head["ETag"].strip('"').endswith("-3")
     assert head["ContentLength"] == result["bytes"]
@@ -266,14 +255,7 @@ def test_s3_output_is_not_overwritten(s3, tmp_path: Path) -> None:
     (tmp_path / "model.keras").write_bytes(KERAS)
     s3.client.put_object(Bucket=s3.bucket, Key="out.keras", Body=b"old")
     with pytest.raises(OutputExists) as caught:
-        transfer.publish_model(
-            tmp_path / "model.keras",
-            s3.location("out.keras"),
-            KEY,
-            s3.store,
-            overwrite=False,
-            work_factor=FAST,
-        )
+        publish_encrypted(tmp_path / "model.keras", s3, "out.keras", work_factor=FAST)
     assert caught.value.exit_code == 11
     assert s3.get("out.keras") == b"old"
     transfer.publish_model(
