@@ -28,6 +28,7 @@ from operator_harness import (
     prunejob,
     wait_for,
 )
+from operator_samples import REPORT
 
 from devcluster.cluster import LocalCluster
 from devcluster.kubeconfig import write_kubeconfig
@@ -240,15 +241,6 @@ def permitted(rendered: list[dict], request: Request) -> bool:
         return True
     in_namespace = request[3] == role["metadata"]["namespace"]
     return in_namespace and any(allows(rule, request) for rule in role["rules"])
-
-
-REPORT = {
-    "params": {"before": 5000, "after": 3000},
-    "filters": {"before": 120, "after": 80},
-    "flops": {"before": 900000, "after": 500000},
-    "pruningRatio": 0.6,
-    "layers": [{"name": "c1", "before": 120, "after": 80}],
-}
 
 
 @pytest.mark.timeout(240)

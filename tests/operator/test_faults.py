@@ -30,6 +30,7 @@ from operator_harness import (
     prunejob,
     wait_for,
 )
+from operator_samples import REPORT
 
 from devcluster.apiserver.faults import FaultConfig
 from devcluster.cluster import LocalCluster
@@ -136,13 +137,6 @@ FAULTS = FaultConfig(
     restart_every=12.0,  # API-server restarts, state kept, watch cache compacted
     restart_downtime=1.0,
 )
-REPORT = {
-    "params": {"before": 5000, "after": 3000},
-    "filters": {"before": 120, "after": 80},
-    "flops": {"before": 900000, "after": 500000},
-    "pruningRatio": 0.6,
-    "layers": [{"name": "c1", "before": 120, "after": 80}],
-}
 
 
 def _names() -> list[str]:

@@ -29,6 +29,7 @@ from operator_harness import (
     prunejob,
     wait_for,
 )
+from operator_samples import SUCCEEDED_CONDITIONS, report
 
 from devcluster.cluster import LocalCluster
 from prunejob_contract.termination import success_message
@@ -38,16 +39,7 @@ from tests.s3_server import free_port
 
 pytestmark = pytest.mark.timeout(120)
 REPO = Path(__file__).resolve().parents[2]
-REPORT = {
-    "params": {"before": 5000, "after": 3000},
-    "filters": {"before": 120, "after": 80},
-    "flops": {"before": 900000, "after": 500000},
-    "pruningRatio": 0.6,
-    "layers": [
-        {"name": "c1", "before": 16, "after": 8},
-        {"name": "c2", "before": 104, "after": 72},
-    ],
-}
+REPORT = report([("c1", 16, 8), ("c2", 104, 72)])
 
 
 @pytest.fixture
@@ -128,14 +120,7 @@ def test_job_for_the_prunejob_and_status_through_success(kube: Kube, operator) -
     assert status["pruningRatio"] == 0.6
     assert status["output"] == {"uri": "s3://models/resnet.keras"}
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
-    assert conditions == {
-        "Ready": "True",
-        "Reconciling": "False",
-        "Stalled": "False",
-        "Complete": "True",
-        "Failed": "False",
-        "Suspended": "False",
-    }
+    assert conditions == SUCCEEDED_CONDITIONS
     assert status["run"] == {
         "key": job["metadata"]["labels"]["prunejob.io/run-key"],
         "jobName": "resnet-g1",

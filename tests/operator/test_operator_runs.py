@@ -31,6 +31,7 @@ from operator_harness import (
     prunejob,
     wait_for,
 )
+from operator_samples import report
 
 from devcluster.cluster import LocalCluster
 from prunejob_contract.termination import failure_message, success_message
@@ -40,13 +41,7 @@ REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
 PRIORITY_CLASSES = "/apis/scheduling.k8s.io/v1/priorityclasses"
 BACKGROUND = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
-REPORT = {
-    "params": {"before": 5000, "after": 3000},
-    "filters": {"before": 120, "after": 80},
-    "flops": {"before": 900000, "after": 500000},
-    "pruningRatio": 0.6,
-    "layers": [{"name": "c1", "before": 16, "after": 8}],
-}
+REPORT = report([("c1", 16, 8)])
 SUCCESS = success_message(REPORT, output={"uri": "s3://models/x.keras"})
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from operator_harness import JOBS, PJ, PODS, Kube, OperatorProcess, prunejob
+from operator_samples import SUCCEEDED_CONDITIONS
 from real_worker_fixtures import (
     PRUNING,
     REPO,
@@ -198,14 +199,7 @@ def test_happy_path_prunes_and_reports_per_layer_counts(world: World, launched: 
     assert kept_filters(plain) == world.expected_kept
 
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
-    assert conditions == {
-        "Ready": "True",
-        "Reconciling": "False",
-        "Stalled": "False",
-        "Complete": "True",
-        "Failed": "False",
-        "Suspended": "False",
-    }
+    assert conditions == SUCCEEDED_CONDITIONS
     assert status["observedGeneration"] == 1 and status["jobName"] == "happy-g1"
     assert status["run"]["jobName"] == "happy-g1" and status["run"]["generation"] == 1
     assert (status["attempts"], status["failedAttempts"]) == (1, 0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from operator_samples import report
 from reconciler_fakes import (
     NS,
     FakeApi,
@@ -27,13 +28,7 @@ from prunejob_operator.kubeapi import ApiError
 from prunejob_operator.reconciler import Reconciler
 from prunejob_operator.records import summarize_job
 
-REPORT = {
-    "params": {"before": 5000, "after": 3000},
-    "filters": {"before": 120, "after": 80},
-    "flops": {"before": 900000, "after": 500000},
-    "pruningRatio": 0.6,
-    "layers": [{"name": "c1", "before": 16, "after": 8}],
-}
+REPORT = report([("c1", 16, 8)])
 SUCCESS = success_message(REPORT, output={"uri": "s3://models/resnet.keras"})
 
 
