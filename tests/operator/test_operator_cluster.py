@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import subprocess
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from operator_harness import (
     JOBS,
     PJ,
     PODS,
+    REPO,
     SECRETS,
     JobController,
     Kube,
@@ -38,39 +38,7 @@ from tests.kubectl_tool import NO_VALIDATED_APPLY
 from tests.s3_server import free_port
 
 pytestmark = pytest.mark.timeout(120)
-REPO = Path(__file__).resolve().parents[2]
 REPORT = report([("c1", 16, 8), ("c2", 104, 72)])
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    with LocalCluster(crd_paths=[REPO / "crds"], run_pods=False) as started:
-        Kube(started.url).namespace("ml")
-        yield started
-
-
-@pytest.fixture
-def kube(cluster: LocalCluster) -> Kube:
-    return Kube(cluster.url)
-
-
-@pytest.fixture
-def operator_factory(cluster: LocalCluster, tmp_path: Path) -> Iterator:
-    started: list[OperatorProcess] = []
-
-    def make(*args: str) -> OperatorProcess:
-        process = OperatorProcess(cluster.kubeconfig_path, tmp_path / "operator.log", *args)
-        started.append(process)
-        return process
-
-    yield make
-    for process in started:
-        process.stop()
-
-
-@pytest.fixture
-def operator(operator_factory) -> OperatorProcess:
-    return operator_factory().start()
 
 
 def jobs_of(kube: Kube, name: str) -> list[dict]:

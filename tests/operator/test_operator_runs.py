@@ -16,8 +16,6 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +23,7 @@ from operator_harness import (
     JOBS,
     PJ,
     PODS,
+    REPO,
     JobController,
     Kube,
     OperatorProcess,
@@ -37,7 +36,6 @@ from devcluster.cluster import LocalCluster
 from prunejob_contract.termination import failure_message, success_message
 
 pytestmark = pytest.mark.timeout(180)
-REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
 PRIORITY_CLASSES = "/apis/scheduling.k8s.io/v1/priorityclasses"
 BACKGROUND = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
@@ -45,89 +43,9 @@ REPORT = report([("c1", 16, 8)])
 SUCCESS = success_message(REPORT, output={"uri": "s3://models/x.keras"})
 
 
-class TemplateJobController(JobController):
-    """The harness' Job controller, making pods from the whole template (finalizers too)
-    and deleting active pods of a suspended Job, as Kubernetes' Job controller does."""
-
-    def make_pod(self, job: dict[str, Any], *, status: dict[str, Any]) -> dict[str, Any]:
-        ns = job["metadata"]["namespace"]
-        template = job["spec"]["template"]
-        pod = self.kube.create(
-            PODS,
-            {
-                "metadata": {
-                    "generateName": job["metadata"]["name"] + "-",
-                    "labels": {
-                        **template["metadata"]["labels"],
-                        "job-name": job["metadata"]["name"],
-                    },
-                    "annotations": template["metadata"].get("annotations", {}),
-                    "finalizers": template["metadata"].get("finalizers", []),
-                    "ownerReferences": [
-                        {
-                            "apiVersion": "batch/v1",
-                            "kind": "Job",
-                            "name": job["metadata"]["name"],
-                            "uid": job["metadata"]["uid"],
-                            "controller": True,
-                            "blockOwnerDeletion": True,
-                        }
-                    ],
-                },
-                "spec": template["spec"],
-            },
-            ns,
-        )
-        return self.kube.patch(PODS, pod["metadata"]["name"], {"status": status}, ns, "status")
-
-    def fail(self, job: dict[str, Any], message: str, exit_code: int) -> None:
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        terminated = {"exitCode": exit_code, "reason": "Error", "message": message}
-        self.make_pod(
-            job,
-            status={
-                "phase": "Failed",
-                "startTime": now,
-                "containerStatuses": [{"name": "prune", "state": {"terminated": terminated}}],
-            },
-        )
-        self.finish(job, "Failed", "PodFailurePolicy", now)
-
-
 @pytest.fixture
-def cluster() -> Iterator[LocalCluster]:
-    with LocalCluster(crd_paths=[REPO / "crds"], run_pods=False) as started:
-        Kube(started.url).namespace("ml")
-        yield started
-
-
-@pytest.fixture
-def kube(cluster: LocalCluster) -> Kube:
-    return Kube(cluster.url)
-
-
-@pytest.fixture
-def controller(kube: Kube) -> TemplateJobController:
-    return TemplateJobController(kube)
-
-
-@pytest.fixture
-def operator_factory(cluster: LocalCluster, tmp_path: Path) -> Iterator:
-    started: list[OperatorProcess] = []
-
-    def make(*args: str) -> OperatorProcess:
-        process = OperatorProcess(cluster.kubeconfig_path, tmp_path / "operator.log", *args)
-        started.append(process)
-        return process
-
-    yield make
-    for process in started:
-        process.stop()
-
-
-@pytest.fixture
-def operator(operator_factory) -> OperatorProcess:
-    return operator_factory().start()
+def controller(kube: Kube) -> JobController:
+    return JobController(kube)
 
 
 def jobs_of(kube: Kube, name: str) -> list[dict]:
@@ -165,7 +83,7 @@ def settled(seconds: float = 2.0) -> None:
     time.sleep(seconds)
 
 
-def succeeded(kube: Kube, controller: TemplateJobController, name: str) -> dict:
+def succeeded(kube: Kube, controller: JobController, name: str) -> dict:
     job = the_job(kube, f"{name}-g1")
     controller.succeed(job, SUCCESS)
     return status_is(kube, name, "Succeeded")
@@ -175,7 +93,7 @@ def succeeded(kube: Kube, controller: TemplateJobController, name: str) -> dict:
 
 
 def test_an_operational_edit_of_a_succeeded_prunejob_keeps_it_and_starts_nothing(
-    kube: Kube, controller: TemplateJobController, operator: OperatorProcess
+    kube: Kube, controller: JobController, operator: OperatorProcess
 ) -> None:
     # issue 9: a GitOps commit of only ttlSecondsAfterFinished reran the GPU work.
     kube.create(PJ, prunejob("gitops"))
@@ -190,7 +108,7 @@ def test_an_operational_edit_of_a_succeeded_prunejob_keeps_it_and_starts_nothing
 
 
 def test_an_operational_edit_of_a_running_prunejob_does_not_restart_it(
-    kube: Kube, controller: TemplateJobController, operator: OperatorProcess
+    kube: Kube, controller: JobController, operator: OperatorProcess
 ) -> None:
     kube.create(PJ, prunejob("steady"))
     job = the_job(kube, "steady-g1")
@@ -206,7 +124,7 @@ def test_an_operational_edit_of_a_running_prunejob_does_not_restart_it(
 
 
 def test_a_result_defining_edit_starts_exactly_one_new_run(
-    kube: Kube, controller: TemplateJobController, operator: OperatorProcess
+    kube: Kube, controller: JobController, operator: OperatorProcess
 ) -> None:
     kube.create(PJ, prunejob("edited"))
     first = succeeded(kube, controller, "edited")
@@ -221,7 +139,7 @@ def test_a_result_defining_edit_starts_exactly_one_new_run(
 
 
 def test_rerun_with_the_readmes_kubectl_command(
-    cluster: LocalCluster, kube: Kube, controller: TemplateJobController, operator: OperatorProcess
+    cluster: LocalCluster, kube: Kube, controller: JobController, operator: OperatorProcess
 ) -> None:
     if shutil.which("kubectl") is None:
         pytest.skip("kubectl is not installed")
@@ -242,7 +160,7 @@ def test_rerun_with_the_readmes_kubectl_command(
 
 
 def test_a_job_lost_while_the_operator_was_down_keeps_its_result(
-    kube: Kube, controller: TemplateJobController, operator_factory
+    kube: Kube, controller: JobController, operator_factory
 ) -> None:
     # issue 9: a Job that finished while the operator was down and was then deleted (as
     # ttlSecondsAfterFinished does) made the restarted operator create a fresh Job.
@@ -272,7 +190,7 @@ def test_a_job_lost_while_the_operator_was_down_keeps_its_result(
 
 
 def test_a_failed_result_of_a_lost_job_is_kept_too(
-    kube: Kube, controller: TemplateJobController, operator_factory
+    kube: Kube, controller: JobController, operator_factory
 ) -> None:
     operator = operator_factory().start()
     kube.create(PJ, prunejob("broken"))
@@ -290,7 +208,7 @@ def test_a_failed_result_of_a_lost_job_is_kept_too(
 
 
 def test_pods_of_a_deleted_prunejob_do_not_stay_terminating(
-    kube: Kube, controller: TemplateJobController, operator: OperatorProcess
+    kube: Kube, controller: JobController, operator: OperatorProcess
 ) -> None:
     kube.create(PJ, prunejob("gone"))
     job = the_job(kube, "gone-g1")
@@ -306,7 +224,7 @@ def test_pods_of_a_deleted_prunejob_do_not_stay_terminating(
 
 
 def test_suspend_then_resume(
-    kube: Kube, controller: TemplateJobController, operator: OperatorProcess
+    kube: Kube, controller: JobController, operator: OperatorProcess
 ) -> None:
     kube.create(PJ, prunejob("paused"))
     job = the_job(kube, "paused-g1")
@@ -331,7 +249,7 @@ def test_suspend_then_resume(
 
 
 def test_created_suspended_no_job_until_resumed(
-    kube: Kube, controller: TemplateJobController, operator: OperatorProcess
+    kube: Kube, controller: JobController, operator: OperatorProcess
 ) -> None:
     kube.create(PJ, prunejob("held", suspend=True))
     status_is(kube, "held", "Suspended", "Suspended")
@@ -344,7 +262,7 @@ def test_created_suspended_no_job_until_resumed(
 
 
 def test_kueue_labels_are_copied_and_suspend_hands_the_job_back(
-    kube: Kube, controller: TemplateJobController, operator: OperatorProcess
+    kube: Kube, controller: JobController, operator: OperatorProcess
 ) -> None:
     body = prunejob("queued")
     body["metadata"]["labels"] = {
@@ -379,7 +297,7 @@ def test_kueue_labels_are_copied_and_suspend_hands_the_job_back(
 
 
 def test_the_cap_starts_higher_priorities_first_then_first_come(
-    kube: Kube, controller: TemplateJobController, operator_factory
+    kube: Kube, controller: JobController, operator_factory
 ) -> None:
     for name, value, default in (("urgent", 1000, False), ("batch", 10, True)):
         kube.request(
@@ -430,7 +348,7 @@ def test_the_cap_starts_higher_priorities_first_then_first_come(
 def test_kubectl_wait_for_the_job_style_conditions(
     cluster: LocalCluster,
     kube: Kube,
-    controller: TemplateJobController,
+    controller: JobController,
     operator: OperatorProcess,
     outcome: str,
 ) -> None:
