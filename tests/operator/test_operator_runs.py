@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -68,6 +69,20 @@ def the_job(kube: Kube, job_name: str) -> dict:
     return wait_for(found, what=f"Job {job_name}")
 
 
+def created_job(kube: Kube, name: str) -> dict:
+    """Create the PruneJob `name`; its first Job once the operator made it."""
+    kube.create(PJ, prunejob(name))
+    return the_job(kube, f"{name}-g1")
+
+
+def running_job(kube: Kube, controller: JobController, name: str) -> dict:
+    """Create the PruneJob `name` and run its first Job; the Job once the status reads Running."""
+    job = created_job(kube, name)
+    controller.run(job)
+    status_is(kube, name, "Running")
+    return job
+
+
 def status_is(kube: Kube, name: str, phase: str, reason: str | None = None, **fields: Any) -> dict:
     def check() -> dict | None:
         status = kube.status(name)
@@ -110,10 +125,7 @@ def test_an_operational_edit_of_a_succeeded_prunejob_keeps_it_and_starts_nothing
 def test_an_operational_edit_of_a_running_prunejob_does_not_restart_it(
     kube: Kube, controller: JobController, operator: OperatorProcess
 ) -> None:
-    kube.create(PJ, prunejob("steady"))
-    job = the_job(kube, "steady-g1")
-    controller.run(job)
-    status_is(kube, "steady", "Running")
+    job = running_job(kube, controller, "steady")
     kube.patch(PJ, "steady", {"spec": {"activeDeadlineSeconds": 7200, "gpus": 2}})
     status_is(kube, "steady", "Running", observedGeneration=2)
     settled()
@@ -159,21 +171,26 @@ def test_rerun_with_the_readmes_kubectl_command(
 # -- results that survive a lost Job ---------------------------------------------------
 
 
+def lose_the_job(kube: Kube, operator: OperatorProcess, job: dict, end: Callable[[], None]) -> None:
+    """With the operator down, `end()` the Job's run, then delete the Job (as its TTL
+    does) and wait until it is gone."""
+    operator.kill()
+    end()
+    name = job["metadata"]["name"]
+    kube.request("DELETE", f"{JOBS.format(ns='ml')}/{name}", BACKGROUND)
+    owner = job["metadata"]["labels"]["prunejob.io/name"]
+    wait_for(lambda: not jobs_of(kube, owner), what="the Job deleted")
+
+
 def test_a_job_lost_while_the_operator_was_down_keeps_its_result(
     kube: Kube, controller: JobController, operator_factory
 ) -> None:
     # issue 9: a Job that finished while the operator was down and was then deleted (as
     # ttlSecondsAfterFinished does) made the restarted operator create a fresh Job.
     operator = operator_factory().start()
-    kube.create(PJ, prunejob("lost"))
-    job = the_job(kube, "lost-g1")
-    controller.run(job)
-    status_is(kube, "lost", "Running")
-    operator.kill()
-    controller.succeed(job, SUCCESS)
-    kube.request("DELETE", f"{JOBS.format(ns='ml')}/lost-g1", BACKGROUND)
+    job = running_job(kube, controller, "lost")
+    lose_the_job(kube, operator, job, lambda: controller.succeed(job, SUCCESS))
     # The result finalizer holds the pods (and their termination messages).
-    wait_for(lambda: not jobs_of(kube, "lost"), what="the Job deleted")
     held = wait_for(
         lambda: [p for p in pods_of(kube, "lost") if p["metadata"].get("deletionTimestamp")],
         what="pods terminating",
@@ -193,13 +210,10 @@ def test_a_failed_result_of_a_lost_job_is_kept_too(
     kube: Kube, controller: JobController, operator_factory
 ) -> None:
     operator = operator_factory().start()
-    kube.create(PJ, prunejob("broken"))
-    job = the_job(kube, "broken-g1")
+    job = created_job(kube, "broken")
     status_is(kube, "broken", "Pending", "Starting")
-    operator.kill()
-    controller.fail(job, failure_message("ModelNotFound", "s3://models/in.keras is gone"), 3)
-    kube.request("DELETE", f"{JOBS.format(ns='ml')}/broken-g1", BACKGROUND)
-    wait_for(lambda: not jobs_of(kube, "broken"), what="the Job deleted")
+    failed = failure_message("ModelNotFound", "s3://models/in.keras is gone")
+    lose_the_job(kube, operator, job, lambda: controller.fail(job, failed, 3))
     operator.start()
     status = status_is(kube, "broken", "Failed", "ModelNotFound")
     assert "is gone" in status["message"]
@@ -210,8 +224,7 @@ def test_a_failed_result_of_a_lost_job_is_kept_too(
 def test_pods_of_a_deleted_prunejob_do_not_stay_terminating(
     kube: Kube, controller: JobController, operator: OperatorProcess
 ) -> None:
-    kube.create(PJ, prunejob("gone"))
-    job = the_job(kube, "gone-g1")
+    job = created_job(kube, "gone")
     controller.run(job)
     wait_for(lambda: pods_of(kube, "gone"), what="the pod")
     assert pods_of(kube, "gone")[0]["metadata"]["finalizers"] == ["prunejob.io/result"]
@@ -226,10 +239,7 @@ def test_pods_of_a_deleted_prunejob_do_not_stay_terminating(
 def test_suspend_then_resume(
     kube: Kube, controller: JobController, operator: OperatorProcess
 ) -> None:
-    kube.create(PJ, prunejob("paused"))
-    job = the_job(kube, "paused-g1")
-    controller.run(job)
-    status_is(kube, "paused", "Running")
+    job = running_job(kube, controller, "paused")
     kube.patch(PJ, "paused", {"spec": {"suspend": True}})
     wait_for(lambda: kube.get(JOBS, "paused-g1")["spec"]["suspend"], what="the Job suspended")
     status = status_is(kube, "paused", "Suspended", "Suspended")
@@ -353,8 +363,7 @@ def test_kubectl_wait_for_the_job_style_conditions(
     outcome: str,
 ) -> None:
     name = f"wait-{outcome.lower()}"
-    kube.create(PJ, prunejob(name))
-    job = the_job(kube, f"{name}-g1")
+    job = created_job(kube, name)
     kubectl = ["kubectl", "--kubeconfig", str(cluster.kubeconfig_path), "-n", "ml"]
     waiter = subprocess.Popen(
         [*kubectl, "wait", f"--for=condition={outcome}", f"pj/{name}", "--timeout=90s"],
