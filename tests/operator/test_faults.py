@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import kopf
 import pytest
+from async_test import asynchronous
 from operator_harness import (
     JOBS,
     PJ,
@@ -40,16 +39,6 @@ from prunejob_operator.runtime import Operator, Outcome, Unhealthy
 from prunejob_operator.settings import OperatorConfig
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def asynchronous(test: Callable[..., Awaitable[None]]) -> Callable[..., None]:
-    """Run an async test function on a fresh event loop (no pytest-asyncio here)."""
-
-    @functools.wraps(test)
-    def run(*args: Any, **kwargs: Any) -> None:
-        asyncio.run(test(*args, **kwargs))
-
-    return run
 
 
 @asynchronous

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import functools
 import heapq
 import itertools
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from async_test import asynchronous
 
 from prunejob_operator.kubeapi import ApiError, Conflict
 from prunejob_operator.leader import (
@@ -151,16 +151,6 @@ class Replica:
 
     def crash(self) -> None:
         self.task.cancel()
-
-
-def asynchronous(test: Callable[..., Awaitable[None]]) -> Callable[..., None]:
-    """Run an async test function on a fresh event loop (no pytest-asyncio here)."""
-
-    @functools.wraps(test)
-    def run(*args: Any, **kwargs: Any) -> None:
-        asyncio.run(test(*args, **kwargs))
-
-    return run
 
 
 def holder(store: LeaseStore) -> str:

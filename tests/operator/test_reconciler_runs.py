@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from async_test import asynchronous
 from operator_samples import report
 from reconciler_fakes import (
     NS,
     FakeApi,
     Watch,
-    asynchronous,
     job_body,
     key_of,
     make,
