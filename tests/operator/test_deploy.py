@@ -21,6 +21,7 @@ from operator_harness import (
     JOBS,
     OPERATOR_NAMESPACE,
     PJ,
+    REPO,
     DeploymentSpec,
     JobController,
     Kube,
@@ -35,7 +36,6 @@ from devcluster.kubeconfig import write_kubeconfig
 from devcluster.stack import free_port
 from prunejob_contract.termination import success_message
 
-REPO = Path(__file__).resolve().parents[2]
 Request = tuple[str, str, str, str, str]  # (group, resource[/subresource], verb, namespace, name)
 
 

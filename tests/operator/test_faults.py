@@ -22,6 +22,7 @@ from operator_harness import (
     JOBS,
     PJ,
     PODS,
+    REPO,
     Deployment,
     JobController,
     Kube,
@@ -37,8 +38,6 @@ from prunejob_contract.termination import failure_message, success_message
 from prunejob_operator import connection, handlers
 from prunejob_operator.runtime import Operator, Outcome, Unhealthy
 from prunejob_operator.settings import OperatorConfig
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @asynchronous
