@@ -185,10 +185,11 @@ def output_key(ns: str) -> str:
 
 
 def launch(
-    kube: Kube, bucket: Bucket, ns: str, passphrase: str, model: str, **overrides: Any
+    kube: Kube, bucket: Bucket, ns: str, passphrase: str, model: str, /, **overrides: Any
 ) -> dict[str, Any]:
     """In a new namespace `ns`: the Secrets (`passphrase`, the bucket's credentials) and a
-    PruneJob named `ns` that prunes `model` into output_key(ns), spec `overrides` on top;
+    PruneJob named `ns` that prunes `model` into output_key(ns), spec `overrides` on top
+    (positional-only parameters: an override may be `model` too);
     returns the PruneJob as created."""
     kube.namespace(ns)
     put_secret(kube, ns, "model-key", {"passphrase": passphrase})
