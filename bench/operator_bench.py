@@ -24,18 +24,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "operator"))
 
 from operator_harness import JOBS, PJ, JobController, Kube, OperatorProcess, prunejob  # noqa: E402
+from operator_samples import REPORT  # noqa: E402
 
 from devcluster.cluster import LocalCluster  # noqa: E402
 from devcluster.stack import dev_stack  # noqa: E402
 from prunejob_contract.termination import success_message  # noqa: E402
 
-REPORT = {
-    "params": {"before": 5000, "after": 3000},
-    "filters": {"before": 120, "after": 80},
-    "flops": {"before": 900000, "after": 500000},
-    "pruningRatio": 0.6,
-    "layers": [{"name": "c1", "before": 120, "after": 80}],
-}
 TARGET_SECONDS = 30.0
 TARGET_RSS_MB = 200.0
 

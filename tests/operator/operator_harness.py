@@ -396,15 +396,26 @@ class JobController:
     def succeed(self, job: dict[str, Any], message: str) -> None:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         terminated = {"exitCode": 0, "reason": "Completed", "message": message, "finishedAt": now}
+        self.terminate(job, terminated, "Complete", "", now)
+
+    def fail(self, job: dict[str, Any], message: str, exit_code: int) -> None:
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        terminated = {"exitCode": exit_code, "reason": "Error", "message": message}
+        self.terminate(job, terminated, "Failed", "PodFailurePolicy", now)
+
+    def terminate(
+        self, job: dict[str, Any], terminated: dict[str, Any], kind: str, reason: str, now: str
+    ) -> None:
+        """A pod whose container ended as `terminated`, then the Job's `kind` condition."""
         self.make_pod(
             job,
             status={
-                "phase": "Succeeded",
+                "phase": "Succeeded" if kind == "Complete" else "Failed",
                 "startTime": now,
                 "containerStatuses": [{"name": "prune", "state": {"terminated": terminated}}],
             },
         )
-        self.finish(job, "Complete", "", now)
+        self.finish(job, kind, reason, now)
 
     def run(self, job: dict[str, Any]) -> None:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

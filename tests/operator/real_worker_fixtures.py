@@ -1,7 +1,9 @@
 """Helpers of the real-worker tests: S3 buckets, encrypted models, status waits with evidence.
 
-Helpers for test_real_worker.py: moto S3, tiny encrypted models, and waiting on
-PruneJob statuses with the evidence (pod logs, events) in the failure message.
+Helpers for test_real_worker.py and test_real_worker_runs.py: moto S3, tiny encrypted
+models, the module's cluster with the operator, a scenario's namespace with its Secrets
+and PruneJob, and waiting on PruneJob statuses with the evidence (pod logs, events) in
+the failure message.
 
 Everything here is real: moto in server mode over HTTP, Keras models saved to real
 files and encrypted with the pruner's own age implementation, the devcluster API.
@@ -9,18 +11,22 @@ files and encrypted with the pruner's own age implementation, the devcluster API
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from operator_harness import EVENTS, PODS, SECRETS, ApiError, Kube
+from operator_harness import EVENTS, PJ, PODS, SECRETS, ApiError, Kube, OperatorProcess, prunejob
 
+from devcluster.cluster import LocalCluster
 from pruner.io import age
+from tests.s3_server import moto_server
 
 REPO = Path(__file__).resolve().parents[2]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -141,6 +147,72 @@ def kept_filters(path: Path) -> dict[str, int]:
 
 def put_secret(kube: Kube, ns: str, name: str, data: dict[str, str]) -> None:
     kube.create(SECRETS, {"metadata": {"name": name}, "stringData": data}, ns)
+
+
+@dataclass(frozen=True)
+class WorkerWorld:
+    """What a real-worker module shares among its tests: cluster, bucket, operator."""
+
+    cluster: LocalCluster
+    kube: Kube
+    bucket: Bucket
+    operator: OperatorProcess
+
+
+@contextlib.contextmanager
+def worker_world(tmp: Path, gpus: int, models: Mapping[str, bytes]) -> Iterator[WorkerWorld]:
+    """moto S3 with a bucket holding `models` (key -> bytes), a dev cluster that runs pods
+    on a node of `gpus` GPUs, and the operator against it (its log in `tmp`)."""
+    with (
+        moto_server() as endpoint,
+        LocalCluster(
+            crd_paths=[REPO / "crds"], run_pods=True, gpus=gpus, pod_retry_interval=0.5
+        ) as cluster,
+    ):
+        bucket = new_bucket(endpoint)
+        for key, data in models.items():
+            bucket.put(key, data)
+        operator = OperatorProcess(cluster.kubeconfig_path, tmp / "operator.log").start()
+        try:
+            yield WorkerWorld(cluster, Kube(cluster.url), bucket, operator)
+        finally:
+            operator.stop()
+
+
+def output_key(ns: str) -> str:
+    """Where the scenario in namespace `ns` writes its pruned model."""
+    return f"out/{ns}/vgg-pruned.keras.age"
+
+
+def launch(
+    kube: Kube, bucket: Bucket, ns: str, passphrase: str, model: str, /, **overrides: Any
+) -> dict[str, Any]:
+    """In a new namespace `ns`: the Secrets (`passphrase`, the bucket's credentials) and a
+    PruneJob named `ns` that prunes `model` into output_key(ns), spec `overrides` on top
+    (positional-only parameters: an override may be `model` too);
+    returns the PruneJob as created."""
+    kube.namespace(ns)
+    put_secret(kube, ns, "model-key", {"passphrase": passphrase})
+    put_secret(
+        kube,
+        ns,
+        "s3-creds",
+        {"AWS_ACCESS_KEY_ID": bucket.access_key, "AWS_SECRET_ACCESS_KEY": bucket.secret_key},
+    )
+    body = prunejob(ns)
+    body["spec"] = {
+        "model": bucket.uri(model),
+        "output": bucket.uri(output_key(ns)),
+        "keySecretRef": {"name": "model-key", "key": "passphrase"},
+        "s3": {
+            "endpoint": bucket.endpoint,
+            "region": REGION,
+            "credentialsSecretRef": {"name": "s3-creds"},
+        },
+        "pruning": PRUNING,
+        **overrides,
+    }
+    return kube.create(PJ, body, ns)
 
 
 def pod_logs(kube: Kube, ns: str) -> dict[str, str]:

@@ -8,9 +8,8 @@ how far the watch lags behind the writes.
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prunejob_operator import cache, manifests
@@ -279,16 +278,6 @@ def make(
         now=lambda: "2025-01-01T00:01:00Z",
     )
     return reconciler, api, watch, slept
-
-
-def asynchronous(test: Callable[..., Awaitable[None]]) -> Callable[..., None]:
-    """Run an async test function on a fresh event loop (no pytest-asyncio here)."""
-
-    @functools.wraps(test)
-    def run(*args: Any, **kwargs: Any) -> None:
-        asyncio.run(test(*args, **kwargs))
-
-    return run
 
 
 async def settle(reconciler: Reconciler) -> None:

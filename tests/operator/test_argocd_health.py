@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from operator_samples import report
 
 from prunejob_contract.termination import success_message
 from prunejob_operator import models
@@ -94,13 +95,7 @@ def pod(phase: str, state: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-REPORT = {
-    "params": {"before": 10, "after": 5},
-    "filters": {"before": 4, "after": 2},
-    "flops": {"before": 8, "after": 4},
-    "pruningRatio": 0.5,
-    "layers": [],
-}
+REPORT = report([], params=(10, 5), filters=(4, 2), flops=(8, 4), pruning_ratio=0.5)
 SUCCEEDED = pod("Succeeded", {"terminated": {"exitCode": 0, "message": success_message(REPORT)}})
 MISSING_SECRET = pod(
     "Pending",

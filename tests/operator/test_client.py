@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import kubernetes
 import pytest
 from aiohttp import web
+from async_test import asynchronous
 
 from prunejob_operator import connection
 from prunejob_operator.client import HttpKubeApi, error_of, event_body, retry_after
@@ -77,16 +77,6 @@ async def serving(
     finally:
         await api.aclose()
         await runner.cleanup()
-
-
-def asynchronous(test: Callable[..., Awaitable[None]]) -> Callable[..., None]:
-    """Run an async test function on a fresh event loop (no pytest-asyncio here)."""
-
-    @functools.wraps(test)
-    def run(*args: Any, **kwargs: Any) -> None:
-        asyncio.run(test(*args, **kwargs))
-
-    return run
 
 
 JOB = {"metadata": {"name": "resnet-g1", "namespace": "ml"}, "spec": {}}

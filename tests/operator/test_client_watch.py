@@ -7,15 +7,15 @@ paging, long lines."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 from aiohttp import web
+from async_test import asynchronous
 
 from prunejob_operator import connection
 from prunejob_operator.cache import Index
@@ -162,16 +162,6 @@ class Harness:
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-
-
-def asynchronous(test: Callable[..., Awaitable[None]]) -> Callable[..., None]:
-    """Run an async test function on a fresh event loop (no pytest-asyncio here)."""
-
-    @functools.wraps(test)
-    def run(*args: Any, **kwargs: Any) -> None:
-        asyncio.run(test(*args, **kwargs))
-
-    return run
 
 
 @asynchronous

@@ -21,6 +21,7 @@ from operator_harness import (
     JOBS,
     OPERATOR_NAMESPACE,
     PJ,
+    REPO,
     DeploymentSpec,
     JobController,
     Kube,
@@ -28,13 +29,13 @@ from operator_harness import (
     prunejob,
     wait_for,
 )
+from operator_samples import REPORT
 
 from devcluster.cluster import LocalCluster
 from devcluster.kubeconfig import write_kubeconfig
 from devcluster.stack import free_port
 from prunejob_contract.termination import success_message
 
-REPO = Path(__file__).resolve().parents[2]
 Request = tuple[str, str, str, str, str]  # (group, resource[/subresource], verb, namespace, name)
 
 
@@ -240,15 +241,6 @@ def permitted(rendered: list[dict], request: Request) -> bool:
         return True
     in_namespace = request[3] == role["metadata"]["namespace"]
     return in_namespace and any(allows(rule, request) for rule in role["rules"])
-
-
-REPORT = {
-    "params": {"before": 5000, "after": 3000},
-    "filters": {"before": 120, "after": 80},
-    "flops": {"before": 900000, "after": 500000},
-    "pruningRatio": 0.6,
-    "layers": [{"name": "c1", "before": 120, "after": 80}],
-}
 
 
 @pytest.mark.timeout(240)

@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import kopf
 import pytest
+from async_test import asynchronous
 from operator_harness import (
     JOBS,
     PJ,
     PODS,
+    REPO,
     Deployment,
     JobController,
     Kube,
@@ -30,6 +30,7 @@ from operator_harness import (
     prunejob,
     wait_for,
 )
+from operator_samples import REPORT
 
 from devcluster.apiserver.faults import FaultConfig
 from devcluster.cluster import LocalCluster
@@ -37,18 +38,6 @@ from prunejob_contract.termination import failure_message, success_message
 from prunejob_operator import connection, handlers
 from prunejob_operator.runtime import Operator, Outcome, Unhealthy
 from prunejob_operator.settings import OperatorConfig
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def asynchronous(test: Callable[..., Awaitable[None]]) -> Callable[..., None]:
-    """Run an async test function on a fresh event loop (no pytest-asyncio here)."""
-
-    @functools.wraps(test)
-    def run(*args: Any, **kwargs: Any) -> None:
-        asyncio.run(test(*args, **kwargs))
-
-    return run
 
 
 @asynchronous
@@ -136,13 +125,6 @@ FAULTS = FaultConfig(
     restart_every=12.0,  # API-server restarts, state kept, watch cache compacted
     restart_downtime=1.0,
 )
-REPORT = {
-    "params": {"before": 5000, "after": 3000},
-    "filters": {"before": 120, "after": 80},
-    "flops": {"before": 900000, "after": 500000},
-    "pruningRatio": 0.6,
-    "layers": [{"name": "c1", "before": 120, "after": 80}],
-}
 
 
 def _names() -> list[str]:

@@ -23,33 +23,14 @@ from operator_harness import (
     prunejob,
     wait_for,
 )
+from operator_samples import REPORT
 
 from devcluster.cluster import LocalCluster
 from prunejob_contract.termination import success_message
 
 pytestmark = pytest.mark.timeout(300)
-REPO = Path(__file__).resolve().parents[2]
 TAKEOVER_BOUND = 20.0  # README "HA": lease duration 15 s + retry period 2 s + jitter
 SLACK = 10.0  # a loaded 2-core machine: seconds of slack on top of the stated bound
-REPORT = {
-    "params": {"before": 5000, "after": 3000},
-    "filters": {"before": 120, "after": 80},
-    "flops": {"before": 900000, "after": 500000},
-    "pruningRatio": 0.6,
-    "layers": [{"name": "c1", "before": 120, "after": 80}],
-}
-
-
-@pytest.fixture
-def cluster() -> Iterator[LocalCluster]:
-    with LocalCluster(crd_paths=[REPO / "crds"], run_pods=False) as started:
-        Kube(started.url).namespace("ml")
-        yield started
-
-
-@pytest.fixture
-def kube(cluster: LocalCluster) -> Kube:
-    return Kube(cluster.url)
 
 
 @pytest.fixture

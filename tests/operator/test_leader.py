@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import functools
 import heapq
 import itertools
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from async_test import asynchronous
 
 from prunejob_operator.kubeapi import ApiError, Conflict
 from prunejob_operator.leader import (
@@ -153,18 +153,20 @@ class Replica:
         self.task.cancel()
 
 
-def asynchronous(test: Callable[..., Awaitable[None]]) -> Callable[..., None]:
-    """Run an async test function on a fresh event loop (no pytest-asyncio here)."""
-
-    @functools.wraps(test)
-    def run(*args: Any, **kwargs: Any) -> None:
-        asyncio.run(test(*args, **kwargs))
-
-    return run
-
-
 def holder(store: LeaseStore) -> str:
     return store.leases[NAME]["spec"]["holderIdentity"]
+
+
+async def leader_and_standby(
+    after: float,
+) -> tuple[VirtualTime, LeaseStore, Replica, Replica]:
+    """Replica op-a, then op-b a moment later (so op-a leads), `after` virtual seconds on."""
+    time, store = VirtualTime(), LeaseStore()
+    first = Replica(store, time, "op-a", 1)
+    await time.advance(0.1)
+    second = Replica(store, time, "op-b", 2)
+    await time.advance(after)
+    return time, store, first, second
 
 
 # The worst case after a crash: the standby saw the last renewal up to one of its
@@ -174,11 +176,7 @@ TAKEOVER_BOUND = LEASE_DURATION + 2 * RETRY_PERIOD * (1 + JITTER)
 
 @asynchronous
 async def test_one_leader_then_the_standby_takes_over_within_the_bound_after_a_crash() -> None:
-    time, store = VirtualTime(), LeaseStore()
-    first = Replica(store, time, "op-a", 1)
-    await time.advance(0.1)
-    second = Replica(store, time, "op-b", 2)
-    await time.advance(60)
+    time, store, first, second = await leader_and_standby(60)
     assert first.elector.leading and not second.elector.leading
     assert holder(store) == first.elector.identity
     renewals = store.writes.count(first.elector.identity)
@@ -197,11 +195,7 @@ async def test_one_leader_then_the_standby_takes_over_within_the_bound_after_a_c
 
 @asynchronous
 async def test_a_release_hands_over_within_one_retry_period() -> None:
-    time, store = VirtualTime(), LeaseStore()
-    first = Replica(store, time, "op-a", 1)
-    await time.advance(0.1)
-    second = Replica(store, time, "op-b", 2)
-    await time.advance(10)
+    time, store, first, second = await leader_and_standby(10)
     first.crash()
     await time.settle()
     assert await first.elector.release() is True
@@ -215,11 +209,7 @@ async def test_a_release_hands_over_within_one_retry_period() -> None:
 
 @asynchronous
 async def test_a_leader_that_cannot_renew_stops_before_anyone_may_take_over() -> None:
-    time, store = VirtualTime(), LeaseStore()
-    first = Replica(store, time, "op-a", 1)
-    await time.advance(0.1)
-    second = Replica(store, time, "op-b", 2)
-    await time.advance(10)
+    time, _, first, second = await leader_and_standby(10)
     first.api.down = True  # partitioned from the API server
     stopped_after = await time.until(lambda: not first.elector.leading, limit=RENEW_DEADLINE + 1)
     assert stopped_after <= RENEW_DEADLINE

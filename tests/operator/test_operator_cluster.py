@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import subprocess
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from operator_harness import (
     JOBS,
     PJ,
     PODS,
+    REPO,
     SECRETS,
     JobController,
     Kube,
@@ -29,6 +29,7 @@ from operator_harness import (
     prunejob,
     wait_for,
 )
+from operator_samples import SUCCEEDED_CONDITIONS, report
 
 from devcluster.cluster import LocalCluster
 from prunejob_contract.termination import success_message
@@ -37,48 +38,7 @@ from tests.kubectl_tool import NO_VALIDATED_APPLY
 from tests.s3_server import free_port
 
 pytestmark = pytest.mark.timeout(120)
-REPO = Path(__file__).resolve().parents[2]
-REPORT = {
-    "params": {"before": 5000, "after": 3000},
-    "filters": {"before": 120, "after": 80},
-    "flops": {"before": 900000, "after": 500000},
-    "pruningRatio": 0.6,
-    "layers": [
-        {"name": "c1", "before": 16, "after": 8},
-        {"name": "c2", "before": 104, "after": 72},
-    ],
-}
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    with LocalCluster(crd_paths=[REPO / "crds"], run_pods=False) as started:
-        Kube(started.url).namespace("ml")
-        yield started
-
-
-@pytest.fixture
-def kube(cluster: LocalCluster) -> Kube:
-    return Kube(cluster.url)
-
-
-@pytest.fixture
-def operator_factory(cluster: LocalCluster, tmp_path: Path) -> Iterator:
-    started: list[OperatorProcess] = []
-
-    def make(*args: str) -> OperatorProcess:
-        process = OperatorProcess(cluster.kubeconfig_path, tmp_path / "operator.log", *args)
-        started.append(process)
-        return process
-
-    yield make
-    for process in started:
-        process.stop()
-
-
-@pytest.fixture
-def operator(operator_factory) -> OperatorProcess:
-    return operator_factory().start()
+REPORT = report([("c1", 16, 8), ("c2", 104, 72)])
 
 
 def jobs_of(kube: Kube, name: str) -> list[dict]:
@@ -128,14 +88,7 @@ def test_job_for_the_prunejob_and_status_through_success(kube: Kube, operator) -
     assert status["pruningRatio"] == 0.6
     assert status["output"] == {"uri": "s3://models/resnet.keras"}
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
-    assert conditions == {
-        "Ready": "True",
-        "Reconciling": "False",
-        "Stalled": "False",
-        "Complete": "True",
-        "Failed": "False",
-        "Suspended": "False",
-    }
+    assert conditions == SUCCEEDED_CONDITIONS
     assert status["run"] == {
         "key": job["metadata"]["labels"]["prunejob.io/run-key"],
         "jobName": "resnet-g1",

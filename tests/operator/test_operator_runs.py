@@ -16,8 +16,7 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -25,114 +24,29 @@ from operator_harness import (
     JOBS,
     PJ,
     PODS,
+    REPO,
     JobController,
     Kube,
     OperatorProcess,
     prunejob,
     wait_for,
 )
+from operator_samples import report
 
 from devcluster.cluster import LocalCluster
 from prunejob_contract.termination import failure_message, success_message
 
 pytestmark = pytest.mark.timeout(180)
-REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
 PRIORITY_CLASSES = "/apis/scheduling.k8s.io/v1/priorityclasses"
 BACKGROUND = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
-REPORT = {
-    "params": {"before": 5000, "after": 3000},
-    "filters": {"before": 120, "after": 80},
-    "flops": {"before": 900000, "after": 500000},
-    "pruningRatio": 0.6,
-    "layers": [{"name": "c1", "before": 16, "after": 8}],
-}
+REPORT = report([("c1", 16, 8)])
 SUCCESS = success_message(REPORT, output={"uri": "s3://models/x.keras"})
 
 
-class TemplateJobController(JobController):
-    """The harness' Job controller, making pods from the whole template (finalizers too)
-    and deleting active pods of a suspended Job, as Kubernetes' Job controller does."""
-
-    def make_pod(self, job: dict[str, Any], *, status: dict[str, Any]) -> dict[str, Any]:
-        ns = job["metadata"]["namespace"]
-        template = job["spec"]["template"]
-        pod = self.kube.create(
-            PODS,
-            {
-                "metadata": {
-                    "generateName": job["metadata"]["name"] + "-",
-                    "labels": {
-                        **template["metadata"]["labels"],
-                        "job-name": job["metadata"]["name"],
-                    },
-                    "annotations": template["metadata"].get("annotations", {}),
-                    "finalizers": template["metadata"].get("finalizers", []),
-                    "ownerReferences": [
-                        {
-                            "apiVersion": "batch/v1",
-                            "kind": "Job",
-                            "name": job["metadata"]["name"],
-                            "uid": job["metadata"]["uid"],
-                            "controller": True,
-                            "blockOwnerDeletion": True,
-                        }
-                    ],
-                },
-                "spec": template["spec"],
-            },
-            ns,
-        )
-        return self.kube.patch(PODS, pod["metadata"]["name"], {"status": status}, ns, "status")
-
-    def fail(self, job: dict[str, Any], message: str, exit_code: int) -> None:
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        terminated = {"exitCode": exit_code, "reason": "Error", "message": message}
-        self.make_pod(
-            job,
-            status={
-                "phase": "Failed",
-                "startTime": now,
-                "containerStatuses": [{"name": "prune", "state": {"terminated": terminated}}],
-            },
-        )
-        self.finish(job, "Failed", "PodFailurePolicy", now)
-
-
 @pytest.fixture
-def cluster() -> Iterator[LocalCluster]:
-    with LocalCluster(crd_paths=[REPO / "crds"], run_pods=False) as started:
-        Kube(started.url).namespace("ml")
-        yield started
-
-
-@pytest.fixture
-def kube(cluster: LocalCluster) -> Kube:
-    return Kube(cluster.url)
-
-
-@pytest.fixture
-def controller(kube: Kube) -> TemplateJobController:
-    return TemplateJobController(kube)
-
-
-@pytest.fixture
-def operator_factory(cluster: LocalCluster, tmp_path: Path) -> Iterator:
-    started: list[OperatorProcess] = []
-
-    def make(*args: str) -> OperatorProcess:
-        process = OperatorProcess(cluster.kubeconfig_path, tmp_path / "operator.log", *args)
-        started.append(process)
-        return process
-
-    yield make
-    for process in started:
-        process.stop()
-
-
-@pytest.fixture
-def operator(operator_factory) -> OperatorProcess:
-    return operator_factory().start()
+def controller(kube: Kube) -> JobController:
+    return JobController(kube)
 
 
 def jobs_of(kube: Kube, name: str) -> list[dict]:
@@ -155,6 +69,20 @@ def the_job(kube: Kube, job_name: str) -> dict:
     return wait_for(found, what=f"Job {job_name}")
 
 
+def created_job(kube: Kube, name: str) -> dict:
+    """Create the PruneJob `name`; its first Job once the operator made it."""
+    kube.create(PJ, prunejob(name))
+    return the_job(kube, f"{name}-g1")
+
+
+def running_job(kube: Kube, controller: JobController, name: str) -> dict:
+    """Create the PruneJob `name` and run its first Job; the Job once the status reads Running."""
+    job = created_job(kube, name)
+    controller.run(job)
+    status_is(kube, name, "Running")
+    return job
+
+
 def status_is(kube: Kube, name: str, phase: str, reason: str | None = None, **fields: Any) -> dict:
     def check() -> dict | None:
         status = kube.status(name)
@@ -170,7 +98,7 @@ def settled(seconds: float = 2.0) -> None:
     time.sleep(seconds)
 
 
-def succeeded(kube: Kube, controller: TemplateJobController, name: str) -> dict:
+def succeeded(kube: Kube, controller: JobController, name: str) -> dict:
     job = the_job(kube, f"{name}-g1")
     controller.succeed(job, SUCCESS)
     return status_is(kube, name, "Succeeded")
@@ -180,7 +108,7 @@ def succeeded(kube: Kube, controller: TemplateJobController, name: str) -> dict:
 
 
 def test_an_operational_edit_of_a_succeeded_prunejob_keeps_it_and_starts_nothing(
-    kube: Kube, controller: TemplateJobController, operator: OperatorProcess
+    kube: Kube, controller: JobController, operator: OperatorProcess
 ) -> None:
     # issue 9: a GitOps commit of only ttlSecondsAfterFinished reran the GPU work.
     kube.create(PJ, prunejob("gitops"))
@@ -195,12 +123,9 @@ def test_an_operational_edit_of_a_succeeded_prunejob_keeps_it_and_starts_nothing
 
 
 def test_an_operational_edit_of_a_running_prunejob_does_not_restart_it(
-    kube: Kube, controller: TemplateJobController, operator: OperatorProcess
+    kube: Kube, controller: JobController, operator: OperatorProcess
 ) -> None:
-    kube.create(PJ, prunejob("steady"))
-    job = the_job(kube, "steady-g1")
-    controller.run(job)
-    status_is(kube, "steady", "Running")
+    job = running_job(kube, controller, "steady")
     kube.patch(PJ, "steady", {"spec": {"activeDeadlineSeconds": 7200, "gpus": 2}})
     status_is(kube, "steady", "Running", observedGeneration=2)
     settled()
@@ -211,7 +136,7 @@ def test_an_operational_edit_of_a_running_prunejob_does_not_restart_it(
 
 
 def test_a_result_defining_edit_starts_exactly_one_new_run(
-    kube: Kube, controller: TemplateJobController, operator: OperatorProcess
+    kube: Kube, controller: JobController, operator: OperatorProcess
 ) -> None:
     kube.create(PJ, prunejob("edited"))
     first = succeeded(kube, controller, "edited")
@@ -226,7 +151,7 @@ def test_a_result_defining_edit_starts_exactly_one_new_run(
 
 
 def test_rerun_with_the_readmes_kubectl_command(
-    cluster: LocalCluster, kube: Kube, controller: TemplateJobController, operator: OperatorProcess
+    cluster: LocalCluster, kube: Kube, controller: JobController, operator: OperatorProcess
 ) -> None:
     if shutil.which("kubectl") is None:
         pytest.skip("kubectl is not installed")
@@ -246,21 +171,26 @@ def test_rerun_with_the_readmes_kubectl_command(
 # -- results that survive a lost Job ---------------------------------------------------
 
 
+def lose_the_job(kube: Kube, operator: OperatorProcess, job: dict, end: Callable[[], None]) -> None:
+    """With the operator down, `end()` the Job's run, then delete the Job (as its TTL
+    does) and wait until it is gone."""
+    operator.kill()
+    end()
+    name = job["metadata"]["name"]
+    kube.request("DELETE", f"{JOBS.format(ns='ml')}/{name}", BACKGROUND)
+    owner = job["metadata"]["labels"]["prunejob.io/name"]
+    wait_for(lambda: not jobs_of(kube, owner), what="the Job deleted")
+
+
 def test_a_job_lost_while_the_operator_was_down_keeps_its_result(
-    kube: Kube, controller: TemplateJobController, operator_factory
+    kube: Kube, controller: JobController, operator_factory
 ) -> None:
     # issue 9: a Job that finished while the operator was down and was then deleted (as
     # ttlSecondsAfterFinished does) made the restarted operator create a fresh Job.
     operator = operator_factory().start()
-    kube.create(PJ, prunejob("lost"))
-    job = the_job(kube, "lost-g1")
-    controller.run(job)
-    status_is(kube, "lost", "Running")
-    operator.kill()
-    controller.succeed(job, SUCCESS)
-    kube.request("DELETE", f"{JOBS.format(ns='ml')}/lost-g1", BACKGROUND)
+    job = running_job(kube, controller, "lost")
+    lose_the_job(kube, operator, job, lambda: controller.succeed(job, SUCCESS))
     # The result finalizer holds the pods (and their termination messages).
-    wait_for(lambda: not jobs_of(kube, "lost"), what="the Job deleted")
     held = wait_for(
         lambda: [p for p in pods_of(kube, "lost") if p["metadata"].get("deletionTimestamp")],
         what="pods terminating",
@@ -277,16 +207,13 @@ def test_a_job_lost_while_the_operator_was_down_keeps_its_result(
 
 
 def test_a_failed_result_of_a_lost_job_is_kept_too(
-    kube: Kube, controller: TemplateJobController, operator_factory
+    kube: Kube, controller: JobController, operator_factory
 ) -> None:
     operator = operator_factory().start()
-    kube.create(PJ, prunejob("broken"))
-    job = the_job(kube, "broken-g1")
+    job = created_job(kube, "broken")
     status_is(kube, "broken", "Pending", "Starting")
-    operator.kill()
-    controller.fail(job, failure_message("ModelNotFound", "s3://models/in.keras is gone"), 3)
-    kube.request("DELETE", f"{JOBS.format(ns='ml')}/broken-g1", BACKGROUND)
-    wait_for(lambda: not jobs_of(kube, "broken"), what="the Job deleted")
+    failed = failure_message("ModelNotFound", "s3://models/in.keras is gone")
+    lose_the_job(kube, operator, job, lambda: controller.fail(job, failed, 3))
     operator.start()
     status = status_is(kube, "broken", "Failed", "ModelNotFound")
     assert "is gone" in status["message"]
@@ -295,10 +222,9 @@ def test_a_failed_result_of_a_lost_job_is_kept_too(
 
 
 def test_pods_of_a_deleted_prunejob_do_not_stay_terminating(
-    kube: Kube, controller: TemplateJobController, operator: OperatorProcess
+    kube: Kube, controller: JobController, operator: OperatorProcess
 ) -> None:
-    kube.create(PJ, prunejob("gone"))
-    job = the_job(kube, "gone-g1")
+    job = created_job(kube, "gone")
     controller.run(job)
     wait_for(lambda: pods_of(kube, "gone"), what="the pod")
     assert pods_of(kube, "gone")[0]["metadata"]["finalizers"] == ["prunejob.io/result"]
@@ -311,12 +237,9 @@ def test_pods_of_a_deleted_prunejob_do_not_stay_terminating(
 
 
 def test_suspend_then_resume(
-    kube: Kube, controller: TemplateJobController, operator: OperatorProcess
+    kube: Kube, controller: JobController, operator: OperatorProcess
 ) -> None:
-    kube.create(PJ, prunejob("paused"))
-    job = the_job(kube, "paused-g1")
-    controller.run(job)
-    status_is(kube, "paused", "Running")
+    job = running_job(kube, controller, "paused")
     kube.patch(PJ, "paused", {"spec": {"suspend": True}})
     wait_for(lambda: kube.get(JOBS, "paused-g1")["spec"]["suspend"], what="the Job suspended")
     status = status_is(kube, "paused", "Suspended", "Suspended")
@@ -336,7 +259,7 @@ def test_suspend_then_resume(
 
 
 def test_created_suspended_no_job_until_resumed(
-    kube: Kube, controller: TemplateJobController, operator: OperatorProcess
+    kube: Kube, controller: JobController, operator: OperatorProcess
 ) -> None:
     kube.create(PJ, prunejob("held", suspend=True))
     status_is(kube, "held", "Suspended", "Suspended")
@@ -349,7 +272,7 @@ def test_created_suspended_no_job_until_resumed(
 
 
 def test_kueue_labels_are_copied_and_suspend_hands_the_job_back(
-    kube: Kube, controller: TemplateJobController, operator: OperatorProcess
+    kube: Kube, controller: JobController, operator: OperatorProcess
 ) -> None:
     body = prunejob("queued")
     body["metadata"]["labels"] = {
@@ -384,7 +307,7 @@ def test_kueue_labels_are_copied_and_suspend_hands_the_job_back(
 
 
 def test_the_cap_starts_higher_priorities_first_then_first_come(
-    kube: Kube, controller: TemplateJobController, operator_factory
+    kube: Kube, controller: JobController, operator_factory
 ) -> None:
     for name, value, default in (("urgent", 1000, False), ("batch", 10, True)):
         kube.request(
@@ -435,13 +358,12 @@ def test_the_cap_starts_higher_priorities_first_then_first_come(
 def test_kubectl_wait_for_the_job_style_conditions(
     cluster: LocalCluster,
     kube: Kube,
-    controller: TemplateJobController,
+    controller: JobController,
     operator: OperatorProcess,
     outcome: str,
 ) -> None:
     name = f"wait-{outcome.lower()}"
-    kube.create(PJ, prunejob(name))
-    job = the_job(kube, f"{name}-g1")
+    job = created_job(kube, name)
     kubectl = ["kubectl", "--kubeconfig", str(cluster.kubeconfig_path), "-n", "ml"]
     waiter = subprocess.Popen(
         [*kubectl, "wait", f"--for=condition={outcome}", f"pj/{name}", "--timeout=90s"],

@@ -21,25 +21,27 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_harness import JOBS, PJ, PODS, Kube, OperatorProcess, prunejob
+from operator_harness import JOBS, PODS, Kube
+from operator_samples import SUCCEEDED_CONDITIONS
 from real_worker_fixtures import (
-    PRUNING,
-    REPO,
     Bucket,
+    WorkerWorld,
     decrypt,
     encrypt,
     events_for,
     kept_filters,
-    new_bucket,
+    launch,
+    output_key,
     permute_after_pruned_conv,
     pod_logs,
     prunable_vgg,
     put_secret,
     wait_status,
+    worker_world,
 )
 
 from devcluster.cluster import LocalCluster
-from tests.s3_server import free_port, moto_server
+from tests.s3_server import free_port
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -51,11 +53,7 @@ PERMUTE = "models/permute.keras.age"
 
 
 @dataclass(frozen=True)
-class World:
-    cluster: LocalCluster
-    kube: Kube
-    bucket: Bucket
-    operator: OperatorProcess
+class World(WorkerWorld):
     expected_kept: dict[str, int]  # filters per layer the happy path must keep
     tmp: Path
 
@@ -65,24 +63,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("real-worker")
     expected_kept = prunable_vgg(tmp / "vgg.keras")
     permute_after_pruned_conv(tmp / "permute.keras")
-    with (
-        moto_server() as endpoint,
-        LocalCluster(
-            crd_paths=[REPO / "crds"], run_pods=True, gpus=GPUS, pod_retry_interval=0.5
-        ) as cluster,
-    ):
-        bucket = new_bucket(endpoint)
-        bucket.put(VGG, encrypt((tmp / "vgg.keras").read_bytes(), PASSPHRASE))
-        bucket.put(PERMUTE, encrypt((tmp / "permute.keras").read_bytes(), PASSPHRASE))
-        operator = OperatorProcess(cluster.kubeconfig_path, tmp / "operator.log").start()
-        try:
-            yield World(cluster, Kube(cluster.url), bucket, operator, expected_kept, tmp)
-        finally:
-            operator.stop()
-
-
-def output_key(ns: str) -> str:
-    return f"out/{ns}/vgg-pruned.keras.age"
+    models = {
+        VGG: encrypt((tmp / "vgg.keras").read_bytes(), PASSPHRASE),
+        PERMUTE: encrypt((tmp / "permute.keras").read_bytes(), PASSPHRASE),
+    }
+    with worker_world(tmp, GPUS, models) as started:
+        yield World(**vars(started), expected_kept=expected_kept, tmp=tmp)
 
 
 def scenario_specs(bucket: Bucket) -> dict[str, dict[str, Any]]:
@@ -112,40 +98,14 @@ def scenario_specs(bucket: Bucket) -> dict[str, dict[str, Any]]:
     }
 
 
-def spec_for(bucket: Bucket, ns: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "model": bucket.uri(VGG),
-        "output": bucket.uri(output_key(ns)),
-        "keySecretRef": {"name": "model-key", "key": "passphrase"},
-        "s3": {
-            "endpoint": bucket.endpoint,
-            "region": "us-east-1",
-            "credentialsSecretRef": {"name": "s3-creds"},
-        },
-        "pruning": PRUNING,
-        **overrides,
-    }
-
-
 @pytest.fixture(scope="module")
 def launched(world: World) -> dict[str, dict[str, Any]]:
     """Create every scenario's namespace, Secrets and PruneJob; returns their specs."""
     kube, bucket = world.kube, world.bucket
     specs = {}
     for ns, overrides in scenario_specs(bucket).items():
-        kube.namespace(ns)
         passphrase = WRONG_PASSPHRASE if ns == "wrong-key" else PASSPHRASE
-        put_secret(kube, ns, "model-key", {"passphrase": passphrase})
-        put_secret(
-            kube,
-            ns,
-            "s3-creds",
-            {"AWS_ACCESS_KEY_ID": bucket.access_key, "AWS_SECRET_ACCESS_KEY": bucket.secret_key},
-        )
-        body = prunejob(ns)
-        body["spec"] = spec_for(bucket, ns, overrides)
-        kube.create(PJ, body, ns)
-        specs[ns] = body["spec"]
+        specs[ns] = launch(kube, bucket, ns, passphrase, VGG, **overrides)["spec"]
     return specs
 
 
@@ -158,6 +118,18 @@ def assert_failed_event(kube: Kube, ns: str, reason: str, message: str) -> None:
     matching = [e for e in events_for(kube, ns, ns) if e["reason"] == reason]
     assert matching, f"no {reason} Event for {ns}: {event_reasons(kube, ns)}"
     assert matching[-1]["type"] == "Warning" and matching[-1]["message"] == message
+
+
+def status_with_cause(
+    kube: Kube, ns: str, phase: str, reason: str, in_message: str, condition: str, **wait: Any
+) -> dict[str, Any]:
+    """The status of the PruneJob `ns` once it reads `phase`/`reason`, checked to say
+    `in_message` and to hold `condition` True for `reason`."""
+    status = wait_status(kube, ns, ns, phase, reason, **wait)
+    assert in_message in status["message"], status["message"]
+    held = next(c for c in status["conditions"] if c["type"] == condition)
+    assert (held["status"], held["reason"]) == ("True", reason)
+    return status
 
 
 # ---------------------------------------------------------------------------- tests
@@ -198,14 +170,7 @@ def test_happy_path_prunes_and_reports_per_layer_counts(world: World, launched: 
     assert kept_filters(plain) == world.expected_kept
 
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
-    assert conditions == {
-        "Ready": "True",
-        "Reconciling": "False",
-        "Stalled": "False",
-        "Complete": "True",
-        "Failed": "False",
-        "Suspended": "False",
-    }
+    assert conditions == SUCCEEDED_CONDITIONS
     assert status["observedGeneration"] == 1 and status["jobName"] == "happy-g1"
     assert status["run"]["jobName"] == "happy-g1" and status["run"]["generation"] == 1
     assert (status["attempts"], status["failedAttempts"]) == (1, 0)
@@ -226,10 +191,7 @@ def test_permanent_worker_failures_fail_at_once_with_the_workers_reason(
     world: World, launched: dict, ns: str, reason: str, in_message: str
 ) -> None:
     kube = world.kube
-    status = wait_status(kube, ns, ns, "Failed", reason)
-    assert in_message in status["message"], status["message"]
-    stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
-    assert (stalled["status"], stalled["reason"]) == ("True", reason)
+    status = status_with_cause(kube, ns, "Failed", reason, in_message, "Stalled")
     assert_failed_event(kube, ns, reason, status["message"])
     assert "Retrying" not in event_reasons(kube, ns)  # no retry was ever going to happen
     # podFailurePolicy: a retry cannot fix these, so the Job failed after one pod.
@@ -274,10 +236,7 @@ def test_a_pod_that_cannot_start_leaves_the_prunejob_pending_with_the_cause(
     world: World, launched: dict, ns: str, reason: str, in_message: str
 ) -> None:
     kube = world.kube
-    status = wait_status(kube, ns, ns, "Pending", reason, timeout=60)
-    assert in_message in status["message"], status["message"]
-    reconciling = next(c for c in status["conditions"] if c["type"] == "Reconciling")
-    assert (reconciling["status"], reconciling["reason"]) == ("True", reason)
+    status_with_cause(kube, ns, "Pending", reason, in_message, "Reconciling", timeout=60)
     assert event_reasons(kube, ns).get(reason) == "Warning"
     (pod,) = kube.items(PODS, ns)
     assert pod["status"]["phase"] == "Pending"

@@ -19,24 +19,20 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from operator_harness import JOBS, PJ, PODS, Kube, OperatorProcess, prunejob, wait_for
+from operator_harness import JOBS, PJ, PODS, Kube, wait_for
 from real_worker_fixtures import (
-    PRUNING,
-    REPO,
     Bucket,
+    WorkerWorld,
     encrypt,
-    new_bucket,
+    launch,
+    output_key,
     prunable_vgg,
-    put_secret,
     wait_status,
+    worker_world,
 )
-
-from devcluster.cluster import LocalCluster
-from tests.s3_server import moto_server
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -47,70 +43,24 @@ FOREGROUND = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": 
 SCENARIOS = ("rerun", "foreign", "lost")
 
 
-@dataclass(frozen=True)
-class World:
-    cluster: LocalCluster
-    kube: Kube
-    bucket: Bucket
-    operator: OperatorProcess
-
-
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerWorld]:
     tmp = tmp_path_factory.mktemp("real-worker-runs")
     prunable_vgg(tmp / "vgg.keras")
-    with (
-        moto_server() as endpoint,
-        LocalCluster(
-            crd_paths=[REPO / "crds"], run_pods=True, gpus=8, pod_retry_interval=0.5
-        ) as cluster,
-    ):
-        bucket = new_bucket(endpoint)
-        bucket.put(MODEL, encrypt((tmp / "vgg.keras").read_bytes(), PASSPHRASE))
-        operator = OperatorProcess(cluster.kubeconfig_path, tmp / "operator.log").start()
-        try:
-            yield World(cluster, Kube(cluster.url), bucket, operator)
-        finally:
-            operator.stop()
-
-
-def output_key(ns: str) -> str:
-    return f"out/{ns}/vgg-pruned.keras.age"
-
-
-def spec_for(bucket: Bucket, ns: str) -> dict[str, Any]:
-    return {
-        "model": bucket.uri(MODEL),
-        "output": bucket.uri(output_key(ns)),
-        "keySecretRef": {"name": "model-key", "key": "passphrase"},
-        "s3": {
-            "endpoint": bucket.endpoint,
-            "region": "us-east-1",
-            "credentialsSecretRef": {"name": "s3-creds"},
-        },
-        "pruning": PRUNING,
-    }
+    models = {MODEL: encrypt((tmp / "vgg.keras").read_bytes(), PASSPHRASE)}
+    with worker_world(tmp, 8, models) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
-def launched(world: World) -> dict[str, str]:
+def launched(world: WorkerWorld) -> dict[str, str]:
     """Every scenario's namespace, Secrets and PruneJob; returns their uids."""
     kube, bucket = world.kube, world.bucket
     # Someone else's object sits where "foreign" writes (no owner recorded on it).
     bucket.put(output_key("foreign"), b"not this PruneJob's")
     uids = {}
     for ns in SCENARIOS:
-        kube.namespace(ns)
-        put_secret(kube, ns, "model-key", {"passphrase": PASSPHRASE})
-        put_secret(
-            kube,
-            ns,
-            "s3-creds",
-            {"AWS_ACCESS_KEY_ID": bucket.access_key, "AWS_SECRET_ACCESS_KEY": bucket.secret_key},
-        )
-        body = prunejob(ns)
-        body["spec"] = spec_for(bucket, ns)
-        uids[ns] = kube.create(PJ, body, ns)["metadata"]["uid"]
+        uids[ns] = launch(kube, bucket, ns, PASSPHRASE, MODEL)["metadata"]["uid"]
     return uids
 
 
@@ -145,7 +95,7 @@ def new_run_status(
 
 
 def test_a_jobs_result_survives_the_job_lost_while_the_operator_was_down(
-    world: World, launched: dict[str, str]
+    world: WorkerWorld, launched: dict[str, str]
 ) -> None:
     kube, ns = world.kube, "lost"
     wait_for(lambda: kube.items(PODS, ns), timeout=60, what="the lost scenario's pod")
@@ -183,7 +133,7 @@ def test_a_jobs_result_survives_the_job_lost_while_the_operator_was_down(
 
 
 def test_a_rerun_replaces_the_prunejobs_own_output_without_overwrite(
-    world: World, launched: dict[str, str]
+    world: WorkerWorld, launched: dict[str, str]
 ) -> None:
     kube, bucket, ns = world.kube, world.bucket, "rerun"
     first = wait_status(kube, ns, ns, "Succeeded", "Succeeded", timeout=240)
@@ -200,7 +150,7 @@ def test_a_rerun_replaces_the_prunejobs_own_output_without_overwrite(
 
 
 def test_an_output_written_by_someone_else_is_refused_until_overwrite(
-    world: World, launched: dict[str, str]
+    world: WorkerWorld, launched: dict[str, str]
 ) -> None:
     kube, bucket, ns = world.kube, world.bucket, "foreign"
     refused = wait_status(kube, ns, ns, "Failed", "OutputExists", timeout=240)

@@ -8,10 +8,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from async_test import asynchronous
 from reconciler_fakes import (
     NS,
     Clock,
-    asynchronous,
     job_body,
     make,
     pod_body,

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from async_test import asynchronous
+from operator_samples import report
 from reconciler_fakes import (
     NS,
     FakeApi,
     Watch,
-    asynchronous,
     job_body,
     key_of,
     make,
@@ -27,13 +28,7 @@ from prunejob_operator.kubeapi import ApiError
 from prunejob_operator.reconciler import Reconciler
 from prunejob_operator.records import summarize_job
 
-REPORT = {
-    "params": {"before": 5000, "after": 3000},
-    "filters": {"before": 120, "after": 80},
-    "flops": {"before": 900000, "after": 500000},
-    "pruningRatio": 0.6,
-    "layers": [{"name": "c1", "before": 16, "after": 8}],
-}
+REPORT = report([("c1", 16, 8)])
 SUCCESS = success_message(REPORT, output={"uri": "s3://models/resnet.keras"})
 
 
@@ -241,18 +236,23 @@ def running_status(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+async def lost_job_pod(pod_name: str, phase: str, message: str) -> FakeApi:
+    """Reconcile a Running PruneJob whose Job was deleted (by its TTL, the operator down):
+    only the pod `pod_name` is left, ended `phase` with `message`, deleting, held by the
+    result finalizer. Returns the fake API, for what the reconciler did."""
+    body = prunejob_body("resnet")
+    reconciler, api, watch, _ = make(with_status(body, running_status(body)))
+    job = job_body("resnet", 1)
+    watch.pod("resnet-g1", pod_body(pod_name, job, phase=phase, message=message, deleting=True))
+    await reconcile(reconciler)
+    return api
+
+
 @asynchronous
 async def test_a_lost_jobs_result_is_read_from_its_pod_then_the_finalizer_goes() -> None:
-    body = prunejob_body("resnet")
-    job = job_body("resnet", 1)
-    reconciler, api, watch, _ = make(with_status(body, running_status(body)))
     # The Job finished while the operator was down and was deleted (TTL): the pod stays,
     # held by the result finalizer, deleting.
-    watch.pod(
-        "resnet-g1",
-        pod_body("resnet-g1-abcde", job, phase="Succeeded", message=SUCCESS, deleting=True),
-    )
-    await reconcile(reconciler)
+    api = await lost_job_pod("resnet-g1-abcde", "Succeeded", SUCCESS)
     assert api.verbs("create_job") == []
     status = status_of(api)
     assert (status["phase"], status["filtersSummary"]) == ("Succeeded", "120 -> 80")
@@ -263,14 +263,8 @@ async def test_a_lost_jobs_result_is_read_from_its_pod_then_the_finalizer_goes()
 
 @asynchronous
 async def test_a_failed_result_survives_too() -> None:
-    body = prunejob_body("resnet")
-    job = job_body("resnet", 1)
-    reconciler, api, watch, _ = make(with_status(body, running_status(body)))
     failed = failure_message("ModelNotFound", "s3://models/in.keras does not exist")
-    watch.pod(
-        "resnet-g1", pod_body("resnet-g1-abcde", job, phase="Failed", message=failed, deleting=True)
-    )
-    await reconcile(reconciler)
+    api = await lost_job_pod("resnet-g1-abcde", "Failed", failed)
     status = status_of(api)
     assert (status["phase"], status["reason"]) == ("Failed", "ModelNotFound")
     assert api.verbs("create_job") == [] and ("release", "resnet-g1-abcde") in api.calls
@@ -278,15 +272,8 @@ async def test_a_failed_result_survives_too() -> None:
 
 @asynchronous
 async def test_a_job_lost_before_its_run_ended_is_created_again() -> None:
-    body = prunejob_body("resnet")
-    lost = job_body("resnet", 1)
-    reconciler, api, watch, _ = make(with_status(body, running_status(body)))
     retryable = failure_message("EndpointUnreachable", "cannot reach S3")
-    watch.pod(
-        "resnet-g1",
-        pod_body("resnet-g1-aaaaa", lost, phase="Failed", message=retryable, deleting=True),
-    )
-    await reconcile(reconciler)
+    api = await lost_job_pod("resnet-g1-aaaaa", "Failed", retryable)
     assert ("release", "resnet-g1-aaaaa") in api.calls  # it holds no result
     assert api.verbs("create_job") == [("create_job", "resnet-g1")]
     status = status_of(api)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from operator_samples import SUCCEEDED_CONDITIONS, report
 
 from prunejob_contract import errors
 from prunejob_contract.termination import failure_message, success_message
@@ -19,16 +20,12 @@ from prunejob_operator.status import (
     transition_event,
 )
 
-REPORT = {
-    "params": {"before": 1000, "after": 600},
-    "filters": {"before": 96, "after": 64},
-    "flops": {"before": 50000, "after": 30000},
-    "pruningRatio": 0.6,
-    "layers": [
-        {"name": "conv1", "before": 32, "after": 24},
-        {"name": "conv2", "before": 64, "after": 40},
-    ],
-}
+REPORT = report(
+    [("conv1", 32, 24), ("conv2", 64, 40)],
+    params=(1000, 600),
+    filters=(96, 64),
+    flops=(50000, 30000),
+)
 OUTPUT = {"uri": "s3://outputs/m.keras", "sha256": "ab" * 32, "bytes": 1234}
 
 
@@ -143,14 +140,7 @@ def test_success_carries_the_counts_from_the_termination_message() -> None:
     assert status.completion_time == "2025-01-01T00:09:00Z"
     assert status.observed_generation == 2 and status.job_name == "pj-g2"
     ready = {c.type: c.status for c in status.conditions}
-    assert ready == {
-        "Ready": "True",
-        "Reconciling": "False",
-        "Stalled": "False",
-        "Complete": "True",
-        "Failed": "False",
-        "Suspended": "False",
-    }
+    assert ready == SUCCEEDED_CONDITIONS
 
 
 def succeeded_with(layer_count: int) -> Observation:
