@@ -64,6 +64,7 @@ class Outcome:
         self.exit_code = 0
         self.reason = ""
         self._hard_exit_after = hard_exit_after
+        self._hard_exit: threading.Timer | None = None
 
     @property
     def failed(self) -> bool:
@@ -77,9 +78,15 @@ class Outcome:
         LOG.error("stopping with exit code 1: %s", reason)
         self.exit_code, self.reason = 1, reason
         self.stop.set()
-        timer = threading.Timer(self._hard_exit_after, os._exit, args=(1,))
-        timer.daemon = True
-        timer.start()
+        self._hard_exit = threading.Timer(self._hard_exit_after, os._exit, args=(1,))
+        self._hard_exit.daemon = True
+        self._hard_exit.start()
+
+    def disarm(self) -> None:
+        """Cancel a pending hard exit: for a caller that hosts the operator in a process
+        that must live on after the operator stopped (the tests)."""
+        if self._hard_exit is not None:
+            self._hard_exit.cancel()
 
 
 class ElectionThread:

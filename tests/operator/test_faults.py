@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -56,6 +58,7 @@ async def test_watching_that_hears_nothing_is_unhealthy_and_stops_the_process() 
         with pytest.raises(kopf.PermanentError):  # kopf's /healthz answers 500 for this
             handlers.health(memo=memo)
     finally:
+        outcome.disarm()  # the failed Outcome would _exit(1) this very pytest process later
         await operator.stop()
 
 
@@ -74,7 +77,27 @@ async def test_a_reflector_task_that_dies_stops_the_process() -> None:
         await asyncio.wait_for(outcome.stop.wait(), timeout=10)
         assert outcome.exit_code == 1 and "a bug" in outcome.reason
     finally:
+        outcome.disarm()  # the failed Outcome would _exit(1) this very pytest process later
         await operator.stop()
+
+
+@pytest.mark.parametrize("disarmed", [False, True])
+def test_a_failed_process_ends_even_if_the_graceful_stop_hangs(disarmed: bool) -> None:
+    script = (
+        "import time\n"
+        "from prunejob_operator.runtime import Outcome\n"
+        "outcome = Outcome(hard_exit_after=0.5)\n"
+        "outcome.fail('a hang')\n"
+        f"if {disarmed}:\n"
+        "    outcome.disarm()\n"
+        "time.sleep(3)\n"
+    )
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    if disarmed:
+        assert done.returncode == 0 and time.monotonic() - started >= 3
+    else:
+        assert done.returncode == 1 and b"a hang" in done.stderr
 
 
 @pytest.mark.timeout(120)
