@@ -7,7 +7,6 @@ election as the Deployment runs it, restricted pods."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 import threading
 from pathlib import Path
@@ -35,13 +34,14 @@ from devcluster.cluster import LocalCluster
 from devcluster.kubeconfig import write_kubeconfig
 from devcluster.stack import free_port
 from prunejob_contract.termination import success_message
+from tests.kubectl_tool import KUBECTL
 
 Request = tuple[str, str, str, str, str]  # (group, resource[/subresource], verb, namespace, name)
 
 
 @pytest.fixture(scope="module")
 def rendered() -> list[dict]:
-    if shutil.which("kubectl") is None:
+    if KUBECTL is None:
         pytest.skip("kubectl is not installed")
     out = subprocess.run(
         ["kubectl", "kustomize", str(REPO / "deploy")], check=True, capture_output=True, text=True

@@ -13,7 +13,6 @@ Real workers against moto: test_real_worker.py.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from operator_samples import report
 
 from devcluster.cluster import LocalCluster
 from prunejob_contract.termination import failure_message, success_message
+from tests.kubectl_tool import KUBECTL
 
 pytestmark = pytest.mark.timeout(180)
 README = REPO / "README.md"
@@ -153,7 +153,7 @@ def test_a_result_defining_edit_starts_exactly_one_new_run(
 def test_rerun_with_the_readmes_kubectl_command(
     cluster: LocalCluster, kube: Kube, controller: JobController, operator: OperatorProcess
 ) -> None:
-    if shutil.which("kubectl") is None:
+    if KUBECTL is None:
         pytest.skip("kubectl is not installed")
     (command,) = re.findall(r"^\s*(kubectl patch pj NAME .*runId.*)$", README.read_text(), re.M)
     kube.create(PJ, prunejob("again"))
@@ -353,7 +353,7 @@ def test_the_cap_starts_higher_priorities_first_then_first_come(
 # -- kubectl wait ----------------------------------------------------------------------
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
 @pytest.mark.parametrize("outcome", ["Complete", "Failed", "Suspended"])
 def test_kubectl_wait_for_the_job_style_conditions(
     cluster: LocalCluster,
