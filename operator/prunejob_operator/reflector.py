@@ -14,7 +14,6 @@ is there for the probe. Talks to the API only through `kubeapi.ListWatch`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -210,11 +209,11 @@ class Reflector:
         try:
             await asyncio.wait({watching, relisting}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (watching, relisting):
-                if not task.done():
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+            pending = {task for task in (watching, relisting) if not task.done()}
+            for task in pending:
+                task.cancel()
+            if pending:  # wait() never raises what they raise, only our own cancellation
+                await asyncio.wait(pending)
         if watching.cancelled():
             return False
         watching.result()  # raises what the watch raised

@@ -326,3 +326,29 @@ def test_backoff_doubles_to_its_cap_with_jitter_and_resets() -> None:
         assert base <= delay <= base * 1.5
     backoff.reset()
     assert backoff.next() <= 1.5
+
+
+class EndsAtOnce:
+    """A watch source whose every watch ends at once (the server closed the stream)."""
+
+    async def watch(self, where: str, **options: Any) -> None:
+        return None
+
+
+@asynchronous
+async def test_a_cancelled_reflector_stops_whenever_the_cancel_lands() -> None:
+    # A cancel that lands while a finished watch's sibling task is being cancelled
+    # must still stop the reflector (a stop swallowed there left it watching forever).
+    landed = 0
+    for steps in range(8):
+        reflector = Harness(EndsAtOnce()).reflector  # type: ignore[arg-type]
+        once = asyncio.ensure_future(reflector._watch_once(5))
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        if once.done():
+            break
+        once.cancel()
+        await asyncio.wait({once}, timeout=5)
+        assert once.cancelled(), f"cancelled after {steps} loop steps, yet it returned"
+        landed += 1
+    assert landed >= 3
