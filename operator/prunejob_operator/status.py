@@ -9,8 +9,8 @@ the pods alone when the Job is gone.
 
 Reason codes (status.reason, the conditions' reason, Event reason):
 - Pending: Creating, Queued, Starting, SecretNotFound, ImagePullBackOff, Unschedulable
-- Running: Running, Retrying, Failing (the worker failed for good; the Job follows),
-  Finishing
+- Running: Running, Retrying, Failing (the worker failed for good and the Job follows,
+  or the Job failed and its failed pod has not arrived), Finishing (the same for success)
 - Suspended: Suspended (spec.suspend)
 - Succeeded: Succeeded
 - Failed: the worker's reason (prunejob_contract.errors: ModelNotFound, DecryptionFailed,
@@ -266,6 +266,20 @@ def derive(
             detail = job.failed_message or "the Job ran past activeDeadlineSeconds"
             return dataclasses.replace(
                 base, phase="Failed", reason="DeadlineExceeded", message=detail, **finished
+            )
+        if last_failed is None and (
+            job.failed_pods > 0
+            or job.failed_reason in ("PodFailurePolicy", "BackoffLimitExceeded")
+            or any(not pod.terminal for pod in pods)
+        ):
+            # The Job and Pod watches are not ordered: the failed pod (with the worker's
+            # reason) may arrive after the Job's Failed, and the result finalizer keeps
+            # it. Report the failure only with its reason.
+            return dataclasses.replace(
+                base,
+                phase="Running",
+                reason="Failing",
+                message="the Job failed; waiting for its pod's exit reason",
             )
         # A worker error no retry can fix names the real problem, whatever Job reason.
         if worker and (worker[0] in PERMANENT_REASONS or job.failed_reason == "PodFailurePolicy"):

@@ -225,6 +225,37 @@ def test_backoff_limit_with_a_log_tail_instead_of_a_result() -> None:
     assert seen.message.endswith("(exit code 1): MemoryError: cannot allocate 4 GiB")
 
 
+@pytest.mark.parametrize(
+    ("job_reason", "failed", "pods"),
+    [
+        ("PodFailurePolicy", 1, []),
+        ("BackoffLimitExceeded", 3, []),
+        ("PodFailurePolicy", 0, []),
+        ("", 1, []),
+        # the pod watch still shows the pod running when the Job's Failed arrives
+        ("PodFailurePolicy", 1, [pod_body(phase="Running", state={"running": {}})]),
+    ],
+)
+def test_a_failed_job_waits_for_its_failed_pod(job_reason: str, failed: int, pods: list) -> None:
+    # The Job and Pod watches are not ordered; reporting before the pod arrives would
+    # record JobFailed for good where the worker said ModelNotFound (seen under faults).
+    job = job_body(conditions=[condition("Failed", job_reason)], failed=failed)
+    seen = observe(job, pods)
+    assert (seen.phase, seen.reason) == ("Running", "Failing")
+    assert "waiting for its pod" in seen.message
+    message = failure_message("ModelNotFound", "no object s3://inputs/m.keras")
+    arrived = pod_body(phase="Failed", state=terminated(3, message))
+    seen = observe(job, [arrived])
+    assert (seen.phase, seen.reason) == ("Failed", "ModelNotFound")
+
+
+def test_a_job_that_failed_without_a_pod_is_job_failed() -> None:
+    job = job_body(conditions=[condition("Failed", "MaxFailedIndexesExceeded", "")])
+    seen = observe(job, [])
+    assert (seen.phase, seen.reason) == ("Failed", "JobFailed")
+    assert seen.message == "Job failed (MaxFailedIndexesExceeded)"
+
+
 def test_deadline_exceeded() -> None:
     job = job_body(
         conditions=[condition("Failed", "DeadlineExceeded", "Job was active longer than...")]
