@@ -16,7 +16,6 @@ and reopening it can leave connections queued at that moment unanswered instead 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -159,8 +158,9 @@ class Serving:
     async def stop(self) -> None:
         if self._restarts is not None:
             self._restarts.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._restarts
+            # wait() never raises what it raised, only a cancel of this stop itself
+            # (an `await` under suppress(CancelledError) would swallow that one too).
+            await asyncio.wait([self._restarts])
             self._restarts = None
         async with self._restarting:
             self.server.stop_watches()

@@ -72,7 +72,11 @@ class EventRecorder:
             await asyncio.wait_for(asyncio.gather(*(q.join() for q in self._queues)), timeout)
         for task in self._workers:
             task.cancel()
+        if self._workers:
+            # wait() never raises what they raise, only a cancel of this drain itself
+            # (an `await task` under suppress(CancelledError) would swallow that one too).
+            await asyncio.wait(self._workers)
         for task in self._workers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            if not task.cancelled() and task.exception() is not None:
+                LOG.error("an Event worker had failed: %r", task.exception())
         self._workers = []

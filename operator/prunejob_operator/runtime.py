@@ -159,8 +159,11 @@ class ElectionThread:
     async def _shutdown(self, timeout: float) -> bool:
         if self._election is not None:
             self._election.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._election
+            # wait() never raises what it raised, only a cancel of this shutdown itself
+            # (an `await` under suppress(CancelledError) would swallow that one too).
+            await asyncio.wait([self._election])
+            if not self._election.cancelled() and self._election.exception() is not None:
+                LOG.error("the election had failed: %r", self._election.exception())
         try:
             return await self.elector.release(timeout=timeout)
         finally:

@@ -10,7 +10,6 @@ that raises is retried after a delay that grows with the key's consecutive failu
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
@@ -85,6 +84,7 @@ class WorkQueue(Generic[K]):
         tasks = list(self._retries)
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if tasks:
+            # wait() never raises what they raise, only a cancel of this aclose itself
+            # (an `await task` under suppress(CancelledError) would swallow that one too).
+            await asyncio.wait(tasks)
