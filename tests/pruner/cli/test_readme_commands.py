@@ -1,10 +1,11 @@
 """The README's pruning commands, run as written, on small models of the files they name.
 
 Each `prunejob prune` / `tlt-prune` line of the README's "Examples" section and of its
-"From TAO and back" section runs through the installed console scripts in a scratch
-folder of its own holding a small model under the file name the README uses (`resnet50.keras`,
-`model.h5`, `model.keras`, TAO's `results/weights/resnet18_080.hdf5` as Keras 2.2.4
-writes it); every output and report the line names must appear.
+"From TAO and back" section runs through the installed console scripts; a section's lines
+run in order in one scratch folder (as a reader pastes them) that holds small models under
+the file names the README uses (`resnet50.keras`, `model.h5`, `model.keras`, TAO's
+`results/weights/resnet18_080.hdf5` as Keras 2.2.4 writes it); every output and report a
+line names must appear.
 """
 
 from __future__ import annotations
@@ -94,12 +95,13 @@ def test_the_readmes_pruning_commands_run_as_written(title: str, tmp_path: Path)
     lines = commands(section(title))
     assert len(lines) >= 2, f"no prunejob commands found under {title!r}"
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    for number, words in enumerate(lines):
+    here = tmp_path  # one folder, the lines in order, as a reader pastes them: a line
+    for words in lines:  # that reuses an earlier line's output would fail (OutputExists)
         model = value(words, "-m", "--pretrained_model")
         assert model in MODELS, f"the README names a model this test does not build: {model}"
-        here = tmp_path / str(number)  # each line is an example of its own (some are
-        (here / model).parent.mkdir(parents=True)  # the same run spelled another way)
-        MODELS[model](here / model)
+        if not (here / model).exists():
+            (here / model).parent.mkdir(parents=True, exist_ok=True)
+            MODELS[model](here / model)
         done = subprocess.run(words, cwd=here, env=env, capture_output=True, text=True)
         assert done.returncode == 0, f"{shlex.join(words)}: {done.stderr}"
         output = value(words, "-o", "--output_file")
