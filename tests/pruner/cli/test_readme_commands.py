@@ -5,7 +5,8 @@ Each `prunejob prune` / `tlt-prune` line of the README's "Examples" section and 
 run in order in one scratch folder (as a reader pastes them) that holds small models under
 the file names the README uses (`resnet50.keras`, `model.h5`, `model.keras`, TAO's
 `results/weights/resnet18_080.hdf5` as Keras 2.2.4 writes it); every output and report a
-line names must appear.
+line names must appear. The "Encryption format" block (prunejob encrypt, decrypt, then
+the `age` tool typing the key at its prompt) runs the same way on real bytes and keys.
 """
 
 from __future__ import annotations
@@ -44,13 +45,13 @@ def section(title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def commands(text: str) -> list[list[str]]:
-    """The prunejob/tlt-prune commands of the `sh` blocks in `text`, continuations joined."""
+def commands(text: str, tools: tuple[str, ...] = ("prunejob", "tlt-prune")) -> list[list[str]]:
+    """The commands of `tools` in the `sh` blocks of `text`, continuations joined."""
     found = []
     for block in re.findall(r"```sh\n(.*?)```", text, re.S):
         for line in block.replace("\\\n", " ").splitlines():
             words = shlex.split(line, comments=True)
-            if words and words[0] in ("prunejob", "tlt-prune"):
+            if words and words[0] in tools:
                 found.append(words)
     return found
 
@@ -112,3 +113,31 @@ def test_the_readmes_pruning_commands_run_as_written(title: str, tmp_path: Path)
         report = value(words, "--report")
         if report is not None:
             assert json.loads((here / report).read_text())["filters"]["before"] > 0
+
+
+def test_the_readmes_encryption_commands_run_as_written(
+    age_tool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # encrypt, decrypt, then Debian's `age` on the same file (typing the key at its
+    # prompt), in order in one folder: both decryptions give back the original bytes.
+    lines = commands(section("### Encryption format"), ("prunejob", "age"))
+    assert [words[:2] for words in lines] == [
+        ["prunejob", "encrypt"],
+        ["prunejob", "decrypt"],
+        ["age", "-d"],
+    ]
+    monkeypatch.chdir(tmp_path)
+    original = os.urandom(200_000)
+    (tmp_path / value(lines[0], "-i")).write_bytes(original)
+    key = "correct horse battery staple"
+    (tmp_path / value(lines[0], "--key-file")).write_text(key + "\n")  # one newline: ignored
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    for words in lines[:2]:
+        done = subprocess.run(words, cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, f"{shlex.join(words)}: {done.stderr}"
+    encrypted = (tmp_path / value(lines[0], "-o")).read_bytes()
+    assert encrypted.startswith(b"age-encryption.org/v1\n") and original not in encrypted
+    assert (tmp_path / value(lines[1], "-o")).read_bytes() == original
+    run = age_tool(lines[2][1:], key)
+    assert run.returncode == 0, run.transcript
+    assert (tmp_path / value(lines[2], "-o")).read_bytes() == original
