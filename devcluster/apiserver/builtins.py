@@ -1,9 +1,10 @@
-"""Validation and admission of built-in kinds: Leases, PriorityClasses, Jobs, Pod priority.
+"""Validation and admission of built-in kinds: Leases, PriorityClasses, Jobs, Deployments, Pods.
 
 Validation and admission of built-in kinds, as the real API server does them: Leases
 (``coordination.k8s.io/v1``), PriorityClasses (``scheduling.k8s.io/v1``), the fields of a
-Job that cannot change, and the Priority admission plugin's work on Pods (``spec.priority``
-from ``spec.priorityClassName``).
+Job that cannot change, a Deployment's selector (required, matching its template's labels,
+immutable) and pod restart policy, and the Priority admission plugin's work on Pods
+(``spec.priority`` from ``spec.priorityClassName``).
 
 Pure functions over JSON objects; admission gets the stored PriorityClasses passed in.
 """
@@ -15,7 +16,15 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from devcluster.apiserver.errors import ApiError, BadRequest, FieldError, forbidden, invalid
-from devcluster.apiserver.resources import EVENTS, JOBS, LEASES, PRIORITY_CLASSES, ResourceType
+from devcluster.apiserver.resources import (
+    DEPLOYMENTS,
+    EVENTS,
+    JOBS,
+    LEASES,
+    PRIORITY_CLASSES,
+    ResourceType,
+)
+from devcluster.apiserver.selectors import label_selector_matches
 
 # The system classes every cluster has (created by the API server at start-up).
 SYSTEM_PRIORITY_CLASSES: tuple[dict[str, Any], ...] = (
@@ -233,6 +242,46 @@ def _job_update_errors(obj: Mapping[str, Any], old: Mapping[str, Any]) -> list[F
     return errors
 
 
+def _go_map(labels: Mapping[str, Any]) -> str:
+    inner = ", ".join(f'"{key}":"{value}"' for key, value in sorted(labels.items()))
+    return f"map[string]string{{{inner}}}"
+
+
+def _deployment_errors(obj: Mapping[str, Any], old: Mapping[str, Any] | None) -> list[FieldError]:
+    spec = obj.get("spec") or {}
+    template = spec.get("template") or {}
+    labels = (template.get("metadata") or {}).get("labels") or {}
+    selector = spec.get("selector")
+    errors: list[FieldError] = []
+    if not selector:
+        errors.append(("spec.selector", "FieldValueRequired", "Required value"))
+    elif not (selector.get("matchLabels") or selector.get("matchExpressions")):
+        errors.append(
+            ("spec.selector", "FieldValueInvalid", "Invalid value: {}: empty selector is invalid "
+             "for deployment")
+        )  # fmt: skip
+    elif not label_selector_matches(selector, labels):
+        errors.append(
+            ("spec.template.metadata.labels", "FieldValueInvalid",
+             f"Invalid value: {_go_map(labels)}: `selector` does not match template `labels`")
+        )  # fmt: skip
+    replicas = spec.get("replicas")
+    if isinstance(replicas, int) and replicas < 0:
+        errors.append(
+            ("spec.replicas", "FieldValueInvalid",
+             f"Invalid value: {replicas}: must be greater than or equal to 0")
+        )  # fmt: skip
+    restart = (template.get("spec") or {}).get("restartPolicy", "Always")
+    if restart != "Always":
+        errors.append(
+            ("spec.template.spec.restartPolicy", "FieldValueNotSupported",
+             f'Unsupported value: "{restart}": supported values: "Always"')
+        )  # fmt: skip
+    if old is not None and selector != (old.get("spec") or {}).get("selector"):
+        errors.append(_immutable("spec.selector", selector))
+    return errors
+
+
 def validate(resource: ResourceType, obj: Mapping[str, Any], old: Mapping[str, Any] | None) -> None:
     """The type's validation (422 with per-field causes); ``old`` on updates."""
     if resource.key == LEASES:
@@ -241,6 +290,8 @@ def validate(resource: ResourceType, obj: Mapping[str, Any], old: Mapping[str, A
         errors = _priority_class_errors(obj, old)
     elif resource.key == JOBS and old is not None:
         errors = _job_update_errors(obj, old)
+    elif resource.key == DEPLOYMENTS:
+        errors = _deployment_errors(obj, old)
     else:
         return
     if errors:

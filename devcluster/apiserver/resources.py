@@ -82,10 +82,14 @@ NODES: TypeKey = ("", "nodes")
 SECRETS: TypeKey = ("", "secrets")
 PODS: TypeKey = ("", "pods")
 JOBS: TypeKey = ("batch", "jobs")
+DEPLOYMENTS: TypeKey = ("apps", "deployments")
 CRDS: TypeKey = ("apiextensions.k8s.io", "customresourcedefinitions")
 EVENTS: TypeKey = ("", "events")
 LEASES: TypeKey = ("coordination.k8s.io", "leases")
 PRIORITY_CLASSES: TypeKey = ("scheduling.k8s.io", "priorityclasses")
+
+
+RBAC = "rbac.authorization.k8s.io"
 
 
 def _v1(group: str, plural: str, kind: str, **kwargs: Any) -> ResourceType:
@@ -102,6 +106,15 @@ BUILTIN_RESOURCES: tuple[ResourceType, ...] = (
     _v1("", "pods", "Pod", short_names=("po",), categories=("all",), has_status=True,
         extra_subresources=("log",)),
     _v1("batch", "jobs", "Job", categories=("all",), has_status=True),
+    # Stored and validated as the API server does; no controller runs them here (the
+    # tests start the operator's replicas from the stored Deployment, as its pods would).
+    _v1("apps", "deployments", "Deployment", short_names=("deploy",), categories=("all",),
+        has_status=True),
+    # RBAC objects are stored and validated, not enforced (every client is admin here).
+    _v1(RBAC, "roles", "Role"),
+    _v1(RBAC, "rolebindings", "RoleBinding"),
+    _v1(RBAC, "clusterroles", "ClusterRole", namespaced=False),
+    _v1(RBAC, "clusterrolebindings", "ClusterRoleBinding", namespaced=False),
     _v1("events.k8s.io", "events", "Event"),
     _v1("coordination.k8s.io", "leases", "Lease"),
     _v1("scheduling.k8s.io", "priorityclasses", "PriorityClass", namespaced=False,

@@ -104,3 +104,23 @@ def parse_field_selector(selector: str | None) -> Predicate:
         return lambda obj: True
     predicates = [_field_term(term) for term in split_terms(selector)]
     return lambda obj: all(predicate(obj) for predicate in predicates)
+
+
+def label_selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """Whether `labels` satisfy a LabelSelector object (matchLabels and matchExpressions,
+    operators In, NotIn, Exists, DoesNotExist); an empty selector matches everything."""
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expression in selector.get("matchExpressions") or []:
+        key, operator = expression.get("key"), expression.get("operator")
+        values = set(expression.get("values") or ())
+        held = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": key not in labels or labels[key] not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }
+        if not held.get(str(operator), False):
+            return False
+    return True

@@ -17,6 +17,7 @@ from typing import Any
 from devcluster.apiserver import fieldcheck, schema
 from devcluster.apiserver.errors import BadRequest, Invalid, details
 from devcluster.apiserver.resources import (
+    DEPLOYMENTS,
     JOBS,
     NAMESPACES,
     NODES,
@@ -35,6 +36,12 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 POD_CONTAINER_DEFAULTS = {
     "terminationMessagePath": "/dev/termination-log",
     "terminationMessagePolicy": "File",
+}
+# The Deployment defaults (apps/v1 SetDefaults_Deployment) that clients read back.
+DEPLOYMENT_SPEC_DEFAULTS: dict[str, Any] = {
+    "replicas": 1,
+    "revisionHistoryLimit": 10,
+    "progressDeadlineSeconds": 600,
 }
 JOB_SPEC_DEFAULTS = {
     "backoffLimit": 6,
@@ -195,6 +202,18 @@ def prepare_for_create(resource: ResourceType, obj: dict[str, Any]) -> None:
             }
         )
         spec.setdefault("selector", {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}})
+        obj["status"] = {}
+    elif resource.key == DEPLOYMENTS:
+        spec = obj.setdefault("spec", {})
+        for field, value in DEPLOYMENT_SPEC_DEFAULTS.items():
+            spec.setdefault(field, value)
+        rolling = {"maxUnavailable": "25%", "maxSurge": "25%"}
+        spec.setdefault("strategy", {"type": "RollingUpdate", "rollingUpdate": rolling})
+        pod = (spec.get("template") or {}).get("spec") or {}
+        pod.setdefault("restartPolicy", "Always")
+        for container in pod.get("containers") or []:
+            for field, value in POD_CONTAINER_DEFAULTS.items():
+                container.setdefault(field, value)
         obj["status"] = {}
 
 

@@ -1,12 +1,15 @@
-"""Tests of the API server's built-in kinds: Leases, PriorityClasses and Pod priority.
+"""Tests of the API server's built-in kinds: Leases, PriorityClasses, Deployments, RBAC.
 
 Built-in kinds the operator relies on: coordination.k8s.io/v1 Leases (optimistic
 concurrency, MicroTime decoding, validation), scheduling.k8s.io/v1 PriorityClasses (system
-classes, validation, one globalDefault) and the Priority admission of Pods."""
+classes, validation, one globalDefault) and the Priority admission of Pods; and the kinds
+deploy/ applies: apps/v1 Deployments (defaults, env merged by name as `kubectl set env`
+sends it, strict field validation) and RBAC objects (stored, not enforced)."""
 
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 from typing import Any
 
@@ -190,3 +193,122 @@ def test_only_one_global_default_and_pod_priority_admission(
         assert "the integer value of priority (3) must not be provided" in body["message"]
     finally:
         http(cluster, "DELETE", f"{PCS}/batch-low")
+
+
+def deployment(name: str) -> dict[str, Any]:
+    labels = {"app": name}
+    container = {"name": "main", "image": "busybox", "env": [{"name": "A", "value": "1"}]}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
+        },
+    }
+
+
+def test_deployments_are_stored_with_defaults_and_merge_env_by_name(
+    cluster: LocalCluster, api: kubernetes.client.ApiClient, namespace: str
+) -> None:
+    apps = kubernetes.client.AppsV1Api(api)
+    created = apps.create_namespaced_deployment(namespace, deployment("web"))
+    assert created.spec.replicas == 1 and created.spec.strategy.type == "RollingUpdate"
+    assert created.spec.revision_history_limit == 10 and created.metadata.generation == 1
+    (container,) = created.spec.template.spec.containers
+    assert container.termination_message_policy == "File"
+    # what `kubectl set env` sends: a strategic merge of the container's env by name
+    patch = {
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "main",
+                            "env": [{"name": "B", "value": "2"}, {"name": "A", "value": "3"}],
+                        }
+                    ]
+                }
+            }
+        }
+    }
+    patched = apps.patch_namespaced_deployment("web", namespace, patch)
+    (container,) = patched.spec.template.spec.containers
+    assert {e.name: e.value for e in container.env} == {"A": "3", "B": "2"}
+    assert container.image == "busybox" and patched.metadata.generation == 2
+    bad = deployment("bad")
+    bad["spec"]["replikas"] = 2  # kubectl's validated apply sends fieldValidation=Strict
+    path = f"/apis/apps/v1/namespaces/{namespace}/deployments?fieldValidation=Strict"
+    code, status = http(cluster, "POST", path, bad)
+    assert code == 400 and 'unknown field "spec.replikas"' in status["message"], status
+
+
+def test_rbac_objects_are_stored_not_enforced(
+    api: kubernetes.client.ApiClient, namespace: str
+) -> None:
+    rbac = kubernetes.client.RbacAuthorizationV1Api(api)
+    rule = {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}
+    name = f"{namespace}-reader"
+    rbac.create_cluster_role({"metadata": {"name": name}, "rules": [rule]})
+    rbac.create_namespaced_role(namespace, {"metadata": {"name": "reader"}, "rules": [rule]})
+    subject = {"kind": "ServiceAccount", "name": "app", "namespace": namespace}
+    ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reader"}
+    rbac.create_namespaced_role_binding(
+        namespace, {"metadata": {"name": "reader"}, "roleRef": ref, "subjects": [subject]}
+    )
+    assert rbac.read_cluster_role(name).rules[0].verbs == ["get"]
+    assert rbac.read_namespaced_role_binding("reader", namespace).role_ref.name == "reader"
+    assert name in [item.metadata.name for item in rbac.list_cluster_role().items]
+    rbac.delete_cluster_role(name)
+    status = error_of(lambda: rbac.read_cluster_role(name))
+    assert status["code"] == 404
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "text"),
+    [
+        (lambda d: d["spec"].pop("selector"), "spec.selector", "Required value"),
+        (
+            lambda d: d["spec"]["selector"].update(matchLabels={"app": "other"}),
+            "spec.template.metadata.labels",
+            "`selector` does not match template `labels`",
+        ),
+        (
+            lambda d: d["spec"]["selector"].update(
+                matchLabels={},
+                matchExpressions=[{"key": "app", "operator": "NotIn", "values": ["x"]}],
+            ),
+            None,
+            None,
+        ),
+        (lambda d: d["spec"].update(replicas=-1), "spec.replicas", "greater than or equal to 0"),
+        (
+            lambda d: d["spec"]["template"]["spec"].update(restartPolicy="Never"),
+            "spec.template.spec.restartPolicy",
+            'supported values: "Always"',
+        ),
+    ],
+)
+def test_deployment_validation(
+    cluster: LocalCluster, change: Any, field: str | None, text: str | None
+) -> None:
+    body = deployment(f"checked-{secrets.token_hex(4)}")
+    change(body)
+    code, status = http(cluster, "POST", "/apis/apps/v1/namespaces/default/deployments", body)
+    if field is None:
+        assert code == 201, status
+        return
+    assert code == 422, status
+    (cause,) = status["details"]["causes"]
+    assert cause["field"] == field and text in cause["message"], status
+
+
+def test_a_deployments_selector_is_immutable(cluster: LocalCluster, namespace: str) -> None:
+    path = f"/apis/apps/v1/namespaces/{namespace}/deployments"
+    assert http(cluster, "POST", path, deployment("fixed"))[0] == 201
+    patch = {"spec": {"selector": {"matchLabels": {"app": "fixed", "tier": "x"}}}}
+    code, status = http(cluster, "PATCH", f"{path}/fixed", patch, "application/merge-patch+json")
+    assert code == 422, status
+    fields = {cause["field"] for cause in status["details"]["causes"]}
+    assert "spec.selector" in fields, status
