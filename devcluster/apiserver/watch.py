@@ -4,7 +4,9 @@ Watch streams: the backlog from a resourceVersion (or the current objects), then
 events, filtered by namespace, name and selectors; 410 Gone for a compacted version.
 
 One JSON event per line, as the API server writes them; objects entering or leaving a
-filtered watch's selection arrive as ADDED/DELETED.
+filtered watch's selection arrive as ADDED/DELETED. A watch that asks for tables
+(``Accept: ...;as=Table``, as ``kubectl get -w`` does) gets each event's object as a
+one-row Table with the type's columns, as a list would.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from devcluster.apiserver.faults import WatchFault, abort
 from devcluster.apiserver.resources import ResourceType
 from devcluster.apiserver.selectors import parse_field_selector, parse_label_selector
 from devcluster.apiserver.store import END_OF_WATCH, Store, WatchEvent
+from devcluster.apiserver.tables import render_table, wants_table
 
 Matcher = Callable[[Mapping[str, Any] | None], bool]
 
@@ -89,6 +92,15 @@ async def serve_watch(
     an injected ``fault`` ends it early (an ERROR 410 event, or a cut connection)."""
     query = raw.query
     matches = matcher(ns, name, query)
+    as_table = wants_table(raw.headers.get("Accept", ""))
+
+    def served(obj: dict[str, Any]) -> dict[str, Any]:
+        shown = resource.versioned(obj, version)
+        if not as_table:
+            return shown
+        rv = int(obj.get("metadata", {}).get("resourceVersion") or 0)
+        return render_table(resource, [shown], rv, query)
+
     timeout = _timeout(query)
     since = query.get("resourceVersion") or ""
     backlog: list[tuple[str, dict[str, Any]]] = []
@@ -122,7 +134,7 @@ async def serve_watch(
             await write_event(response, "ERROR", gone.status())
             return response
         for event_type, obj in backlog:
-            await write_event(response, event_type, resource.versioned(obj, version))
+            await write_event(response, event_type, served(obj))
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         fault_at = None if fault is None else loop.time() + fault.after
@@ -148,7 +160,7 @@ async def serve_watch(
             translated = translate(item, matches)
             if translated:
                 event_type, obj = translated
-                await write_event(response, event_type, resource.versioned(obj, version))
+                await write_event(response, event_type, served(obj))
         with contextlib.suppress(ConnectionError):
             await response.write_eof()
     except (ConnectionError, asyncio.CancelledError):

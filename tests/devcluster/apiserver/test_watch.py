@@ -1,9 +1,11 @@
-"""Watches: from a resourceVersion, live with selectors, and 410 Gone once compacted."""
+"""Watches: from a resourceVersion, live with selectors, 410 Gone once compacted, as Tables."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+import urllib.request
 from typing import Any
 
 import pytest
@@ -65,3 +67,26 @@ def test_watch_from_a_compacted_resource_version_is_gone(cluster: LocalCluster) 
     cluster.call_in_server(compact)
     events = watch_lines(cluster, "/api/v1/configmaps?watch=true&resourceVersion=1")
     assert events[0]["type"] == "ERROR" and events[0]["object"]["code"] == 410
+
+
+def test_a_watch_that_asks_for_tables_gets_one_row_tables(
+    cluster: LocalCluster, custom: Any, namespace: str
+) -> None:
+    # `kubectl get -w` asks for Tables; its header and rows come from the CRD's columns.
+    create_widget(custom, namespace, widget("tabled", size=3))
+    base = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
+    request = urllib.request.Request(
+        f"{cluster.url}{base}?watch=true&timeoutSeconds=1&includeObject=Object",
+        headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=15) as response:
+        events = [json.loads(line) for line in response.read().splitlines() if line.strip()]
+    (event,) = events
+    table = event["object"]
+    assert (event["type"], table["kind"]) == ("ADDED", "Table")
+    assert [c["name"] for c in table["columnDefinitions"]] == ["Name", "Phase", "Size", "Age"]
+    (row,) = table["rows"]
+    assert row["cells"][0] == "tabled" and row["cells"][2] == 3
+    assert row["object"]["metadata"]["name"] == "tabled"
+    plain = watch_lines(cluster, f"{base}?watch=true&timeoutSeconds=1")
+    assert [e["object"]["kind"] for e in plain] == ["Widget"]  # no Table unless asked
