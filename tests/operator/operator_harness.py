@@ -134,7 +134,11 @@ class DeploymentSpec:
 
     @classmethod
     def load(cls, path: Path = DEPLOYMENT) -> DeploymentSpec:
-        document = yaml.safe_load(path.read_text())
+        return cls.from_document(yaml.safe_load(path.read_text()))
+
+    @classmethod
+    def from_document(cls, document: Mapping[str, Any]) -> DeploymentSpec:
+        """From a Deployment object: the file, or the one an API server stores."""
         (container,) = document["spec"]["template"]["spec"]["containers"]
         env: dict[str, str] = {}
         field_env: dict[str, str] = {}
@@ -252,15 +256,16 @@ class Deployment:
         *args: str,
         restart_delay: float = 1.0,
         setup_url: str | None = None,
+        spec: DeploymentSpec | None = None,
     ) -> None:
         """`setup_url`: where the harness creates the operator's namespace (see
-        `OperatorProcess`)."""
+        `OperatorProcess`); `spec`: what the replicas run (default: deploy/'s file)."""
         self.kubeconfig = kubeconfig
         self.setup_url = setup_url
         self.workdir = workdir
         self.args = args
         self.restart_delay = restart_delay
-        self.spec = DeploymentSpec.load()
+        self.spec = spec or DeploymentSpec.load()
         count = self.spec.replicas if replicas is None else replicas
         self.replicas = [self._new_replica(i) for i in range(count)]
         self.restarts = 0  # containers restarted after exiting by themselves or a kill
