@@ -61,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _serve(args: argparse.Namespace) -> int:
+    if args.gpus < 0:
+        print(f"devcluster: --gpus {args.gpus}: must be 0 or more", file=sys.stderr)
+        return 2
     node_labels: dict[str, str] = {}
     for item in args.node_label:
         key, sep, value = item.partition("=")
