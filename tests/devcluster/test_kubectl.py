@@ -139,7 +139,12 @@ def test_job_runs_and_kubectl_shows_status_and_logs(cluster: LocalCluster) -> No
 def test_examples_apply_validated_and_reapply_edited(cluster: LocalCluster) -> None:
     out = kubectl(cluster, "apply", "-f", str(EXAMPLES / "secrets.yaml"))
     assert "secret/model-key created" in out and "secret/s3-credentials created" in out
-    for example, name in [("prunejob.yaml", "resnet50-pruned"), ("prunejob-minio.yaml", "")]:
+    examples = [
+        ("prunejob.yaml", "resnet50-pruned"),
+        ("prunejob-minio.yaml", ""),
+        ("prunejob-kueue.yaml", "resnet50-pruned-kueue"),
+    ]
+    for example, name in examples:
         out = kubectl(cluster, "apply", "-f", str(EXAMPLES / example))
         assert f"prunejob.prunejob.io/{name}" in out and "created" in out
     manifest = (EXAMPLES / "prunejob.yaml").read_text()
@@ -163,6 +168,7 @@ def test_examples_apply_validated_and_reapply_edited(cluster: LocalCluster) -> N
     assert spec.split() == ["2", "3"]
     kubectl(cluster, "delete", "-f", str(EXAMPLES / "prunejob.yaml"))
     kubectl(cluster, "delete", "-f", str(EXAMPLES / "prunejob-minio.yaml"))
+    kubectl(cluster, "delete", "-f", str(EXAMPLES / "prunejob-kueue.yaml"))
     kubectl(cluster, "delete", "-f", str(EXAMPLES / "secrets.yaml"))
 
 

@@ -116,7 +116,7 @@ def test_operator_pod_is_restricted_with_probes(rendered: list[dict]) -> None:
 def test_examples_parse_as_prunejobs() -> None:
     from prunejob_operator.models import parse_spec
 
-    for name in ("prunejob.yaml", "prunejob-minio.yaml"):
+    for name in ("prunejob.yaml", "prunejob-minio.yaml", "prunejob-kueue.yaml"):
         document = yaml.safe_load((REPO / "deploy" / "examples" / name).read_text())
         assert document["kind"] == "PruneJob"
         parse_spec(document["spec"])

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import yaml
 from operator_harness import (
     JOBS,
     PJ,
@@ -301,6 +302,21 @@ def test_kueue_labels_are_copied_and_suspend_hands_the_job_back(
     assert again["spec"]["suspend"] is True
     assert again["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
     status_is(kube, "queued", "Pending", "Queued")
+
+
+def test_the_kueue_example_gets_a_suspended_job_with_its_labels(
+    kube: Kube, controller: JobController, operator: OperatorProcess
+) -> None:
+    example = yaml.safe_load((REPO / "deploy" / "examples" / "prunejob-kueue.yaml").read_text())
+    name = example["metadata"]["name"]
+    kube.create(PJ, example)
+    job = the_job(kube, f"{name}-g1")
+    kueue = example["metadata"]["labels"]
+    assert kueue and {k: job["metadata"]["labels"].get(k) for k in kueue} == kueue
+    assert job["spec"]["suspend"] is True  # for Kueue to admit
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["resources"]["requests"] == example["spec"]["resources"]["requests"]
+    assert "Kueue" in status_is(kube, name, "Pending", "Queued")["message"]
 
 
 # -- the priority queue ----------------------------------------------------------------
