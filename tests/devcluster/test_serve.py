@@ -1,5 +1,8 @@
-"""`python -m devcluster serve` as the README writes it: the node's GPUs and labels, the
-kubeconfig, a clean stop on SIGTERM, and one-line errors for bad flags."""
+"""`python -m devcluster serve` as the README writes it, with its node flags.
+
+The node's GPUs and labels, the kubeconfig, the CRD, a clean stop on SIGTERM, and
+one-line errors for bad flags.
+"""
 
 from __future__ import annotations
 
