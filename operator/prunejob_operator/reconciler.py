@@ -105,10 +105,17 @@ class Reconciler:
             await self.trigger(namespace, owner)
 
     async def trigger(self, namespace: str, name: str) -> None:
+        await self.queue.run(("prunejob", namespace, name), self._reconciling(namespace, name))
+
+    def recheck(self, namespace: str, name: str, after: float) -> None:
+        """Reconcile the PruneJob again in `after` seconds (a wait with a deadline)."""
+        self.queue.later(("prunejob", namespace, name), after, self._reconciling(namespace, name))
+
+    def _reconciling(self, namespace: str, name: str) -> Callable[[], Awaitable[None]]:
         async def work() -> None:
             await self.reconcile(namespace, name)
 
-        await self.queue.run(("prunejob", namespace, name), work)
+        return work
 
     async def trigger_admission(self) -> None:
         await self.queue.run(ADMISSION, self.admit)
@@ -238,7 +245,10 @@ class Reconciler:
             suspended=spec.suspend,
             backoff_limit=spec.backoff_limit,
             run=run,
+            now=self._now(),
         )
+        if observed.recheck_after is not None:
+            self.recheck(namespace, name, observed.recheck_after)
         if job is None and not observed.terminal and not spec.suspend:
             # A new run, or a lost Job whose pods say the run did not end: create the
             # run's Job (named for this generation) once no pod of this PruneJob runs.

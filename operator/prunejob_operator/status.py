@@ -10,7 +10,9 @@ the pods alone when the Job is gone.
 Reason codes (status.reason, the conditions' reason, Event reason):
 - Pending: Creating, Queued, Starting, SecretNotFound, ImagePullBackOff, Unschedulable
 - Running: Running, Retrying, Failing (the worker failed for good and the Job follows,
-  or the Job failed and its failed pod has not arrived), Finishing (the same for success)
+  or the Job failed and its failed pod has not arrived: for at most
+  POD_REASON_WAIT_SECONDS, `recheck_after` says when to look again), Finishing (the same
+  for success)
 - Suspended: Suspended (spec.suspend)
 - Succeeded: Succeeded
 - Failed: the worker's reason (prunejob_contract.errors: ModelNotFound, DecryptionFailed,
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from prunejob_contract.errors import PERMANENT_REASONS
@@ -43,6 +46,10 @@ from prunejob_operator.models import (
 )
 from prunejob_operator.records import JobSummary, PodSummary
 
+# How long a failed Job waits for its failed pod, whose termination message names the
+# worker's reason, before the failure is reported without it (the pod deleted in spite
+# of the result finalizer). The reconciler looks again when the wait is up.
+POD_REASON_WAIT_SECONDS = 120.0
 # Reasons that need someone to fix the environment; they are Warnings.
 BLOCKED_REASONS = frozenset({"SecretNotFound", "ImagePullBackOff", "Unschedulable"})
 IMAGE_PULL_REASONS = frozenset(
@@ -66,6 +73,7 @@ class Observation:
     run: RunRef | None = None
     attempts: int | None = None
     failed_attempts: int | None = None
+    recheck_after: float | None = None  # seconds: derive again then, whatever the watches say
 
     @property
     def terminal(self) -> bool:
@@ -209,10 +217,11 @@ def derive(
     suspended: bool = False,
     backoff_limit: int = 6,
     run: RunRef | None = None,
+    now: str | None = None,
 ) -> Observation:
     """What the status should say about the current run (Job `job_name`, started at
     generation `run.generation`) at PruneJob generation `generation`, given its Job and
-    Pods; `suspended` is spec.suspend."""
+    Pods; `suspended` is spec.suspend; `now` bounds waits (None: they have no bound)."""
     created, failed = attempts(job, pods)
     base = Observation(
         phase="Pending",
@@ -267,19 +276,22 @@ def derive(
             return dataclasses.replace(
                 base, phase="Failed", reason="DeadlineExceeded", message=detail, **finished
             )
-        if last_failed is None and (
+        pod_due = last_failed is None and (
             job.failed_pods > 0
             or job.failed_reason in ("PodFailurePolicy", "BackoffLimitExceeded")
             or any(not pod.terminal for pod in pods)
-        ):
+        )
+        waited = _seconds_between(job.completion_time, now)
+        if pod_due and (waited is None or waited < POD_REASON_WAIT_SECONDS):
             # The Job and Pod watches are not ordered: the failed pod (with the worker's
             # reason) may arrive after the Job's Failed, and the result finalizer keeps
-            # it. Report the failure only with its reason.
+            # it. Report the failure only with its reason, or once the wait is up.
             return dataclasses.replace(
                 base,
                 phase="Running",
                 reason="Failing",
                 message="the Job failed; waiting for its pod's exit reason",
+                recheck_after=max(POD_REASON_WAIT_SECONDS - (waited or 0.0), 1.0),
             )
         # A worker error no retry can fix names the real problem, whatever Job reason.
         if worker and (worker[0] in PERMANENT_REASONS or job.failed_reason == "PodFailurePolicy"):
@@ -299,6 +311,11 @@ def derive(
                 base, phase="Failed", reason=worker[0], message=worker[1], **finished
             )
         message = job.failed_message or f"Job failed ({job.failed_reason or 'no reason given'})"
+        if pod_due:
+            message += (
+                f"; its failed pod, which would say why, was not seen within "
+                f"{POD_REASON_WAIT_SECONDS:.0f} s"
+            )
         return dataclasses.replace(
             base, phase="Failed", reason="JobFailed", message=message, **finished
         )
@@ -367,6 +384,15 @@ def derive(
         )
     detail = latest.waiting_reason or "ContainerCreating"
     return dataclasses.replace(base, reason="Starting", message=f"pod {latest.name}: {detail}")
+
+
+def _seconds_between(earlier: str | None, later: str | None) -> float | None:
+    if not earlier or not later:
+        return None
+    try:
+        return (datetime.fromisoformat(later) - datetime.fromisoformat(earlier)).total_seconds()
+    except ValueError:
+        return None
 
 
 def invalid_spec(generation: int, message: str) -> Observation:

@@ -4,7 +4,9 @@
 the key dirty and the running one goes round once more when it ends (so a burst of
 triggers costs at most one extra run, and the last trigger is always seen). A run
 that raises is retried after a delay that grows with the key's consecutive failures
-(`RETRY_DELAYS`, the last one repeating); a success resets the count.
+(`RETRY_DELAYS`, the last one repeating); a success resets the count. `later(key,
+delay, work)` runs it once more after `delay` (a wait with a deadline; one pending per
+key, the earliest kept).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class WorkQueue(Generic[K]):
         self._dirty: set[K] = set()
         self._failures: dict[K, int] = {}
         self._retries: set[asyncio.Task[None]] = set()
+        self._later: dict[K, tuple[float, asyncio.Task[None]]] = {}
 
     async def run(self, key: K, work: Work) -> None:
         if key in self._running:
@@ -64,6 +67,29 @@ class WorkQueue(Generic[K]):
         """Whether a run or a retry is pending."""
         return bool(self._running or self._retries)
 
+    def later(self, key: K, delay: float, work: Work) -> None:
+        """Run `work` for `key` after `delay` seconds (as `run` does: after the run in
+        progress, if any). One pending per key; a later one due first replaces it."""
+        loop = asyncio.get_running_loop()
+        due = loop.time() + delay
+        pending = self._later.get(key)
+        if pending is not None and not pending[1].done():
+            if pending[0] <= due:
+                return
+            pending[1].cancel()
+
+        async def then() -> None:
+            await self._sleep(delay)
+            current = self._later.get(key)
+            if current is not None and current[1] is task:
+                del self._later[key]
+            await self.run(key, work)
+
+        task = loop.create_task(then())
+        self._later[key] = (due, task)
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
+
     def _retry_later(self, key: K, work: Work, err: Exception) -> None:
         attempt = self._failures.get(key, 0)
         self._failures[key] = attempt + 1
@@ -80,7 +106,7 @@ class WorkQueue(Generic[K]):
         task.add_done_callback(self._retries.discard)
 
     async def aclose(self) -> None:
-        """Cancel the pending retries (at shutdown)."""
+        """Cancel the pending retries and `later` runs (at shutdown)."""
         tasks = list(self._retries)
         for task in tasks:
             task.cancel()
@@ -88,3 +114,4 @@ class WorkQueue(Generic[K]):
             # wait() never raises what they raise, only a cancel of this aclose itself
             # (an `await task` under suppress(CancelledError) would swallow that one too).
             await asyncio.wait(tasks)
+        self._later.clear()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from prunejob_operator import cache, manifests
@@ -178,12 +178,18 @@ def job_body(
     key: str | None = None,
     kueue: bool = False,
     deleting: bool = False,
+    failed_at: str | None = None,
+    failed_pods: int = 0,
 ) -> dict[str, Any]:
     """A Job of PruneJob `prunejob` created at `generation`; `key` defaults to the run key
-    of `prunejob_body(prunejob)` ("" for a Job of an operator before run keys)."""
+    of `prunejob_body(prunejob)` ("" for a Job of an operator before run keys); `failed`
+    is the Failed condition's reason (`failed_at` its time), `failed_pods` status.failed."""
     conditions = [{"type": "Complete", "status": "True"}] if complete else []
     if failed:
-        conditions.append({"type": "Failed", "status": "True", "reason": failed})
+        condition = {"type": "Failed", "status": "True", "reason": failed}
+        if failed_at:
+            condition["lastTransitionTime"] = failed_at
+        conditions.append(condition)
     labels = {
         manifests.LABEL_GENERATION: str(generation),
         manifests.LABEL_RUN_KEY: key_of(prunejob_body(prunejob)) if key is None else key,
@@ -203,7 +209,7 @@ def job_body(
     return {
         "metadata": metadata,
         "spec": {"suspend": suspend},
-        "status": {"conditions": conditions},
+        "status": {"conditions": conditions, **({"failed": failed_pods} if failed_pods else {})},
     }
 
 
@@ -257,9 +263,13 @@ class Clock:
 
 
 def make(
-    *watched: dict[str, Any], cap: int = 0, clock: Clock | None = None
+    *watched: dict[str, Any],
+    cap: int = 0,
+    clock: Clock | None = None,
+    now: Callable[[], str] = lambda: "2025-01-01T00:01:00Z",
 ) -> tuple[Reconciler, FakeApi, Watch, list[float]]:
-    """A reconciler whose caches already hold `watched` (PruneJob and Job bodies)."""
+    """A reconciler whose caches already hold `watched` (PruneJob and Job bodies); `now`
+    is its wall clock (status timestamps, bounded waits)."""
     api, watch, slept = FakeApi(), Watch(), []
     for body in watched:
         (watch.prunejob if body.get("kind") == "PruneJob" else watch.job)(body)
@@ -275,7 +285,7 @@ def make(
         watch.view,
         expectations=expectations,
         sleep=sleep,
-        now=lambda: "2025-01-01T00:01:00Z",
+        now=now,
     )
     return reconciler, api, watch, slept
 

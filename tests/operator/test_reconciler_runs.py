@@ -6,6 +6,7 @@ superseded runs, suspend, Kueue, and the priority queue."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from async_test import asynchronous
@@ -449,3 +450,48 @@ async def test_a_created_job_that_the_watch_showed_and_then_lost_is_gone() -> No
     await reconcile(reconciler)
     watch.gone("resnet-g1")
     assert reconciler.jobs_of(NS, "resnet") == []
+
+
+@asynchronous
+async def test_a_failed_job_waits_a_bounded_time_for_its_failed_pod() -> None:
+    # The Job failed (podFailurePolicy) and its failed pod has not been seen. The status
+    # waits for the pod's reason, and the reconciler looks again when the wait is up:
+    # a pod that never comes (deleted in spite of the result finalizer) cannot hold the
+    # PruneJob in Failing for ever.
+    clock = ["2025-01-01T00:06:00Z"]
+    job = job_body(
+        "resnet", 1, failed="PodFailurePolicy", failed_at="2025-01-01T00:05:00Z", failed_pods=1
+    )
+    reconciler, api, _, slept = make(prunejob_body("resnet"), job, now=lambda: clock[0])
+    await reconciler.reconcile(NS, "resnet")
+    status = status_of(api)
+    assert (status["phase"], status["reason"]) == ("Running", "Failing")
+    await asyncio.sleep(0)  # the recheck's task starts its sleep
+    assert slept == [60.0]  # the recheck, at the end of the 120 s wait
+    clock[0] = "2025-01-01T00:07:01Z"  # the wait is up when the recheck runs
+    await settle(reconciler)
+    status = status_of(api)
+    assert (status["phase"], status["reason"]) == ("Failed", "JobFailed")
+    assert "Job failed (PodFailurePolicy)" in status["message"]
+    assert "not seen within 120 s" in status["message"]
+    assert slept == [60.0]  # nothing more to wait for
+
+
+@asynchronous
+async def test_a_failed_pod_that_arrives_during_the_wait_names_the_reason() -> None:
+    job = job_body(
+        "resnet", 1, failed="PodFailurePolicy", failed_at="2025-01-01T00:05:00Z", failed_pods=1
+    )
+    reconciler, api, watch, _ = make(
+        prunejob_body("resnet"), job, now=lambda: "2025-01-01T00:05:10Z"
+    )
+    await reconciler.reconcile(NS, "resnet")
+    assert status_of(api)["reason"] == "Failing"
+    failed = failure_message("ModelNotFound", "s3://models/in.keras does not exist")
+    watch.pod("resnet-g1", pod_body("resnet-g1-abcde", job, phase="Failed", message=failed))
+    await reconciler.reconcile(NS, "resnet")  # the pod's event
+    status = status_of(api)
+    assert (status["phase"], status["reason"]) == ("Failed", "ModelNotFound")
+    # the pending recheck then finds the result recorded: nothing changes
+    await settle(reconciler)
+    assert status_of(api)["reason"] == "ModelNotFound"

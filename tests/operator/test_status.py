@@ -496,3 +496,25 @@ def test_a_new_run_posts_its_events_again() -> None:
     second = build_status(first, rerun, "t2")
     assert (first.reason, second.reason) == ("Queued", "Queued")
     assert transition_event(first, second) is not None
+
+
+def test_the_wait_for_a_failed_pod_is_bounded() -> None:
+    job = summarize_job(
+        job_body(
+            conditions=[condition("Failed", "PodFailurePolicy")],  # at 2025-01-01T00:05:00Z
+            failed=1,
+        )
+    )
+
+    def at(now: str) -> Observation:
+        return derive(generation=2, job_name="pj-g2", job=job, pods=[], run=RUN, now=now)
+
+    waiting = at("2025-01-01T00:05:30Z")
+    assert (waiting.phase, waiting.reason, waiting.recheck_after) == ("Running", "Failing", 90.0)
+    assert at("2025-01-01T00:06:59Z").recheck_after == 1.0  # never sooner than a second
+    done = at("2025-01-01T00:07:00Z")
+    assert (done.phase, done.reason, done.recheck_after) == ("Failed", "JobFailed", None)
+    assert done.message == (
+        "Job failed (PodFailurePolicy); its failed pod, which would say why, was not seen "
+        "within 120 s"
+    )

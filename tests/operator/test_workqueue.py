@@ -1,4 +1,4 @@
-"""The work queue: one run per key, a trigger meanwhile = one more run, retries, close."""
+"""The work queue: one run per key, a trigger meanwhile = one more run, retries, later, close."""
 
 from __future__ import annotations
 
@@ -100,3 +100,53 @@ async def test_a_cancelled_aclose_stays_cancelled() -> None:
     closing.cancel()
     done, _ = await asyncio.wait([closing], timeout=5)
     assert done and closing.cancelled()
+
+
+@asynchronous
+async def test_later_runs_once_after_its_delay_and_keeps_the_earliest_per_key() -> None:
+    slept: list[float] = []
+    go = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        await go.wait()
+
+    queue: WorkQueue[str] = WorkQueue(sleep=sleep)
+    runs: list[str] = []
+
+    def work(tag: str):  # type: ignore[no-untyped-def]
+        async def run() -> None:
+            runs.append(tag)
+
+        return run
+
+    queue.later("a", 60.0, work("first"))
+    queue.later("a", 90.0, work("due later: dropped"))
+    queue.later("a", 30.0, work("due sooner: replaces"))
+    queue.later("b", 5.0, work("another key"))
+    await asyncio.sleep(0)
+    assert sorted(slept) == [5.0, 30.0] and queue.busy()  # the replaced one never slept
+    go.set()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert sorted(runs) == ["another key", "due sooner: replaces"]
+    assert not queue.busy()
+    queue.later("a", 1.0, work("after the first ran: a new one"))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert runs[-1] == "after the first ran: a new one"
+
+
+@asynchronous
+async def test_aclose_cancels_the_pending_later_runs() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    runs: list[int] = []
+
+    async def work() -> None:
+        runs.append(1)
+
+    queue.later("a", 3600.0, work)
+    assert queue.busy()
+    await asyncio.wait_for(queue.aclose(), timeout=5)
+    await asyncio.sleep(0)
+    assert not queue.busy() and runs == []
