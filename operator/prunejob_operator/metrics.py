@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from prunejob_operator.models import PHASES
+from prunejob_operator.records import seconds_between
 
 
 class _PhaseCollector(Collector):
@@ -61,17 +61,6 @@ class _WatchCollector(Collector):
         yield restarts
 
 
-def _seconds_between(start: str | None, end: str | None) -> float | None:
-    if not start or not end:
-        return None
-    try:
-        begin = datetime.fromisoformat(start.replace("Z", "+00:00"))
-        finish = datetime.fromisoformat(end.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return max(0.0, (finish - begin).total_seconds())
-
-
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -119,9 +108,9 @@ class Metrics:
         self, phase: str, start: str | None, end: str | None, filters: tuple[int, int] | None
     ) -> None:
         """Called once per generation, when the status first turns terminal."""
-        seconds = _seconds_between(start, end)
+        seconds = seconds_between(start, end)
         if seconds is not None:
-            self.run_duration.labels(phase=phase).observe(seconds)
+            self.run_duration.labels(phase=phase).observe(max(0.0, seconds))
         if phase == "Succeeded" and filters is not None:
             self.filters_removed.inc(max(0, filters[0] - filters[1]))
 

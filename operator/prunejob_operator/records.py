@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cached_property
 from typing import Any
 
@@ -35,6 +36,19 @@ from prunejob_operator.models import (
 )
 
 Body = Mapping[str, Any]
+
+
+def seconds_between(start: str | None, end: str | None) -> float | None:
+    """`end` - `start` in seconds, for the API's RFC 3339 timestamps; None when either
+    is missing or unreadable."""
+    if not start or not end:
+        return None
+    try:
+        begin = datetime.fromisoformat(start.replace("Z", "+00:00"))
+        finish = datetime.fromisoformat(end.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (finish - begin).total_seconds()
 
 
 @dataclass(frozen=True)

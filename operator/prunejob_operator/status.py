@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from prunejob_contract.errors import PERMANENT_REASONS
@@ -44,7 +43,7 @@ from prunejob_operator.models import (
     PruneJobStatus,
     RunRef,
 )
-from prunejob_operator.records import JobSummary, PodSummary
+from prunejob_operator.records import JobSummary, PodSummary, seconds_between
 
 # How long a failed Job waits for its failed pod, whose termination message names the
 # worker's reason, before the failure is reported without it (the pod deleted in spite
@@ -281,7 +280,7 @@ def derive(
             or job.failed_reason in ("PodFailurePolicy", "BackoffLimitExceeded")
             or any(not pod.terminal for pod in pods)
         )
-        waited = _seconds_between(job.completion_time, now)
+        waited = seconds_between(job.completion_time, now)
         if pod_due and (waited is None or waited < POD_REASON_WAIT_SECONDS):
             # The Job and Pod watches are not ordered: the failed pod (with the worker's
             # reason) may arrive after the Job's Failed, and the result finalizer keeps
@@ -384,15 +383,6 @@ def derive(
         )
     detail = latest.waiting_reason or "ContainerCreating"
     return dataclasses.replace(base, reason="Starting", message=f"pod {latest.name}: {detail}")
-
-
-def _seconds_between(earlier: str | None, later: str | None) -> float | None:
-    if not earlier or not later:
-        return None
-    try:
-        return (datetime.fromisoformat(later) - datetime.fromisoformat(earlier)).total_seconds()
-    except ValueError:
-        return None
 
 
 def invalid_spec(generation: int, message: str) -> Observation:
