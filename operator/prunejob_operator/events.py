@@ -16,6 +16,7 @@ import zlib
 from dataclasses import dataclass
 
 from prunejob_operator.kubeapi import ApiError, KubeApi, ObjectRef
+from prunejob_operator.tasks import cancel_and_wait
 
 LOG = logging.getLogger("prunejob_operator")
 WORKERS = 4
@@ -70,13 +71,6 @@ class EventRecorder:
         """Post what is queued (for at most `timeout` seconds), then stop the workers."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*(q.join() for q in self._queues)), timeout)
-        for task in self._workers:
-            task.cancel()
-        if self._workers:
-            # wait() never raises what they raise, only a cancel of this drain itself
-            # (an `await task` under suppress(CancelledError) would swallow that one too).
-            await asyncio.wait(self._workers)
-        for task in self._workers:
-            if not task.cancelled() and task.exception() is not None:
-                LOG.error("an Event worker had failed: %r", task.exception())
+        for error in await cancel_and_wait(self._workers):
+            LOG.error("an Event worker had failed: %r", error)
         self._workers = []

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from prunejob_operator.kubeapi import ApiError, Gone, ListWatch
+from prunejob_operator.tasks import cancel_and_wait
 
 LOG = logging.getLogger("prunejob_operator.reflector")
 
@@ -209,11 +210,7 @@ class Reflector:
         try:
             await asyncio.wait({watching, relisting}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            pending = {task for task in (watching, relisting) if not task.done()}
-            for task in pending:
-                task.cancel()
-            if pending:  # wait() never raises what they raise, only our own cancellation
-                await asyncio.wait(pending)
+            await cancel_and_wait((watching, relisting))
         if watching.cancelled():
             return False
         watching.result()  # raises what the watch raised

@@ -44,6 +44,7 @@ from prunejob_operator.records import (
 )
 from prunejob_operator.reflector import Reflector
 from prunejob_operator.settings import OperatorConfig
+from prunejob_operator.tasks import cancel_and_wait
 
 LOG = logging.getLogger("prunejob_operator")
 COMPONENT = "prunejob-operator"
@@ -158,12 +159,8 @@ class ElectionThread:
 
     async def _shutdown(self, timeout: float) -> bool:
         if self._election is not None:
-            self._election.cancel()
-            # wait() never raises what it raised, only a cancel of this shutdown itself
-            # (an `await` under suppress(CancelledError) would swallow that one too).
-            await asyncio.wait([self._election])
-            if not self._election.cancelled() and self._election.exception() is not None:
-                LOG.error("the election had failed: %r", self._election.exception())
+            for error in await cancel_and_wait([self._election]):
+                LOG.error("the election had failed: %r", error)
         try:
             return await self.elector.release(timeout=timeout)
         finally:

@@ -15,6 +15,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
+from prunejob_operator.tasks import cancel_and_wait
+
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
 K = TypeVar("K", bound=Hashable)
@@ -107,11 +109,5 @@ class WorkQueue(Generic[K]):
 
     async def aclose(self) -> None:
         """Cancel the pending retries and `later` runs (at shutdown)."""
-        tasks = list(self._retries)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            # wait() never raises what they raise, only a cancel of this aclose itself
-            # (an `await task` under suppress(CancelledError) would swallow that one too).
-            await asyncio.wait(tasks)
+        await cancel_and_wait(list(self._retries))
         self._later.clear()
