@@ -12,8 +12,8 @@ key, the earliest kept).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Hashable
-from typing import Generic, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
+from typing import Any, Generic, TypeVar
 
 from prunejob_operator.tasks import cancel_and_wait
 
@@ -38,7 +38,7 @@ class WorkQueue(Generic[K]):
         self._running: set[K] = set()
         self._dirty: set[K] = set()
         self._failures: dict[K, int] = {}
-        self._retries: set[asyncio.Task[None]] = set()
+        self._waiting: set[asyncio.Task[None]] = set()
         self._later: dict[K, tuple[float, asyncio.Task[None]]] = {}
 
     async def run(self, key: K, work: Work) -> None:
@@ -66,8 +66,8 @@ class WorkQueue(Generic[K]):
         return self._failures.get(key, 0)
 
     def busy(self) -> bool:
-        """Whether a run or a retry is pending."""
-        return bool(self._running or self._retries)
+        """Whether a run, a retry or a later run is pending."""
+        return bool(self._running or self._waiting)
 
     def later(self, key: K, delay: float, work: Work) -> None:
         """Run `work` for `key` after `delay` seconds (as `run` does: after the run in
@@ -84,13 +84,11 @@ class WorkQueue(Generic[K]):
             await self._sleep(delay)
             current = self._later.get(key)
             if current is not None and current[1] is task:
-                del self._later[key]
+                del self._later[key]  # from now on, a new later() is a run of its own
             await self.run(key, work)
 
-        task = loop.create_task(then())
+        task = self._spawn(then())
         self._later[key] = (due, task)
-        self._retries.add(task)
-        task.add_done_callback(self._retries.discard)
 
     def _retry_later(self, key: K, work: Work, err: Exception) -> None:
         attempt = self._failures.get(key, 0)
@@ -103,11 +101,16 @@ class WorkQueue(Generic[K]):
             await self._sleep(delay)
             await self.run(key, work)
 
-        task = asyncio.get_running_loop().create_task(again())
-        self._retries.add(task)
-        task.add_done_callback(self._retries.discard)
+        self._spawn(again())
+
+    def _spawn(self, waiting: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """A task that waits to run (a retry, a later run); aclose cancels it."""
+        task = asyncio.get_running_loop().create_task(waiting)
+        self._waiting.add(task)
+        task.add_done_callback(self._waiting.discard)
+        return task
 
     async def aclose(self) -> None:
         """Cancel the pending retries and `later` runs (at shutdown)."""
-        await cancel_and_wait(list(self._retries))
+        await cancel_and_wait(list(self._waiting))
         self._later.clear()
