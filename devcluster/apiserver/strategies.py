@@ -170,6 +170,14 @@ def check_kind(resource: ResourceType, body: Mapping[str, Any]) -> None:
         )
 
 
+def _default_pod_spec(spec: dict[str, Any]) -> None:
+    """A pod spec's defaults (a Pod's, or a Deployment's template's)."""
+    spec.setdefault("restartPolicy", "Always")
+    for container in spec.get("containers") or []:
+        for field, value in POD_CONTAINER_DEFAULTS.items():
+            container.setdefault(field, value)
+
+
 def prepare_for_create(resource: ResourceType, obj: dict[str, Any]) -> None:
     """The defaults the real API server's strategies apply that clients look at."""
     if resource.has_status and resource.key != NODES:
@@ -179,11 +187,7 @@ def prepare_for_create(resource: ResourceType, obj: dict[str, Any]) -> None:
     elif resource.key == SECRETS:
         fold_string_data(obj)
     elif resource.key == PODS:
-        spec = obj.setdefault("spec", {})
-        spec.setdefault("restartPolicy", "Always")
-        for container in spec.get("containers") or []:
-            for field, value in POD_CONTAINER_DEFAULTS.items():
-                container.setdefault(field, value)
+        _default_pod_spec(obj.setdefault("spec", {}))
         obj["status"] = {"phase": "Pending"}
     elif resource.key == JOBS:
         spec = obj.setdefault("spec", {})
@@ -209,11 +213,9 @@ def prepare_for_create(resource: ResourceType, obj: dict[str, Any]) -> None:
             spec.setdefault(field, value)
         rolling = {"maxUnavailable": "25%", "maxSurge": "25%"}
         spec.setdefault("strategy", {"type": "RollingUpdate", "rollingUpdate": rolling})
-        pod = (spec.get("template") or {}).get("spec") or {}
-        pod.setdefault("restartPolicy", "Always")
-        for container in pod.get("containers") or []:
-            for field, value in POD_CONTAINER_DEFAULTS.items():
-                container.setdefault(field, value)
+        template = spec.get("template") or {}
+        if isinstance(template.get("spec"), dict):
+            _default_pod_spec(template["spec"])
         obj["status"] = {}
 
 
