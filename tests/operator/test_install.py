@@ -13,6 +13,8 @@ change: the operator's image, and the worker image of the Job the PruneJob gets.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import re
 import shlex
@@ -36,6 +38,7 @@ from operator_harness import (
 )
 
 from devcluster.cluster import LocalCluster
+from tests import readme
 from tests.kubectl_tool import KUBECTL, NO_VALIDATED_APPLY
 
 pytestmark = [
@@ -44,17 +47,7 @@ pytestmark = [
     pytest.mark.skipif(NO_VALIDATED_APPLY, reason=str(NO_VALIDATED_APPLY)),
 ]
 
-README = REPO / "README.md"
 DEPLOYMENTS = "/apis/apps/v1/namespaces/{ns}/deployments"
-
-
-def install_block() -> list[list[str]]:
-    """The commands of the sh block under "## Install on a real cluster"."""
-    text = README.read_text().split("## Install on a real cluster", 1)[1]
-    block = re.search(r"```sh\n(.*?)```", text, re.S)
-    assert block is not None, "no sh block under 'Install on a real cluster'"
-    lines = block.group(1).replace("\\\n", " ").splitlines()
-    return [words for words in (shlex.split(line, comments=True) for line in lines) if words]
 
 
 def watch_until(words: list[str], env: dict[str, str], pattern: str) -> list[str]:
@@ -85,7 +78,7 @@ def watch_until(words: list[str], env: dict[str, str], pattern: str) -> list[str
 
 
 def test_the_readmes_install_block_runs_as_written(tmp_path: Path) -> None:
-    commands = install_block()
+    commands = readme.commands(readme.section("## Install on a real cluster"))
     docker = [words for words in commands if words[0] == "docker"]
     kubectl = [words for words in commands if words[0] == "kubectl"]
     assert len(docker) + len(kubectl) == len(commands), commands
@@ -99,37 +92,34 @@ def test_the_readmes_install_block_runs_as_written(tmp_path: Path) -> None:
     pushed = {words[2] for words in docker if words[1] == "push"}
     assert {operator_image, image["PRUNEJOB_OPERATOR_WORKER_IMAGE"]} == built == pushed
 
-    with LocalCluster(run_pods=False) as cluster:  # no CRD: the apply brings it
+    # no CRD in the cluster: the apply brings it
+    with LocalCluster(run_pods=False) as cluster, contextlib.ExitStack() as replicas:
         env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig_path)}
         kube = Kube(cluster.exempt_url)
         deployment: Deployment | None = None
-        try:
-            for words in kubectl:
-                if "-w" in words:
-                    lines = watch_until(words, env, r"\bresnet50-pruned\s+Pending\b")
-                    assert lines[0].split()[:4] == ["NAME", "PHASE", "RATIO", "FILTERS"]
-                    continue
-                done = subprocess.run(words, cwd=REPO, env=env, capture_output=True, text=True)
-                assert done.returncode == 0, f"{shlex.join(words)}: {done.stderr}"
-                if words is set_env:  # the block's last edit of the Deployment
-                    deployment = start_replicas(
-                        kube, cluster.kubeconfig_path, tmp_path, image, operator_image
-                    )
-                if "-o" in words and "yaml" in words:
-                    shown = yaml.safe_load(done.stdout)
-                    assert shown["metadata"]["name"] == "resnet50-pruned"
-                    check_status(shown.get("status") or {})
-            assert deployment is not None
-            job = wait_for(lambda: job_of(kube, "resnet50-pruned"), what="the example's Job")
-            (container,) = job["spec"]["template"]["spec"]["containers"]
-            assert container["image"] == image["PRUNEJOB_OPERATOR_WORKER_IMAGE"]
-            lease = kube.request("GET", f"{LEASES.format(ns=OPERATOR_NAMESPACE)}/{LEASE_NAME}")
-            names = {replica.pod_name for replica in deployment.replicas}
-            holder = lease["spec"]["holderIdentity"]  # POD_NAME + "_" + a per-process id
-            assert holder.rsplit("_", 1)[0] in names, (holder, names)
-        finally:
-            if deployment is not None:
-                deployment.__exit__(None, None, None)
+        for words in kubectl:
+            if "-w" in words:
+                lines = watch_until(words, env, r"\bresnet50-pruned\s+Pending\b")
+                assert lines[0].split()[:4] == ["NAME", "PHASE", "RATIO", "FILTERS"]
+                continue
+            done = subprocess.run(words, cwd=REPO, env=env, capture_output=True, text=True)
+            assert done.returncode == 0, f"{shlex.join(words)}: {done.stderr}"
+            if words is set_env:  # the block's last edit of the Deployment
+                deployment = replicas.enter_context(
+                    start_replicas(kube, cluster.kubeconfig_path, tmp_path, image, operator_image)
+                )
+            if "-o" in words and "yaml" in words:
+                shown = yaml.safe_load(done.stdout)
+                assert shown["metadata"]["name"] == "resnet50-pruned"
+                check_status(shown.get("status") or {})
+        assert deployment is not None
+        job = wait_for(lambda: job_of(kube, "resnet50-pruned"), what="the example's Job")
+        (container,) = job["spec"]["template"]["spec"]["containers"]
+        assert container["image"] == image["PRUNEJOB_OPERATOR_WORKER_IMAGE"]
+        lease = kube.request("GET", f"{LEASES.format(ns=OPERATOR_NAMESPACE)}/{LEASE_NAME}")
+        names = {replica.pod_name for replica in deployment.replicas}
+        holder = lease["spec"]["holderIdentity"]  # POD_NAME + "_" + a per-process id
+        assert holder.rsplit("_", 1)[0] in names, (holder, names)
 
 
 def start_replicas(
@@ -141,12 +131,9 @@ def start_replicas(
     (container,) = stored["spec"]["template"]["spec"]["containers"]
     assert container["image"] == operator_image
     spec = DeploymentSpec.from_document(stored)
-    assert spec.replicas == 2 and spec == DeploymentSpec(
-        **{**vars(DeploymentSpec.load()), "env": {**DeploymentSpec.load().env, **image}}
-    )
-    deployment = Deployment(kubeconfig, workdir, spec=spec)
-    deployment.__enter__()
-    return deployment
+    shipped = DeploymentSpec.load()
+    assert spec.replicas == 2 and spec == dataclasses.replace(shipped, env={**shipped.env, **image})
+    return Deployment(kubeconfig, workdir, spec=spec)  # entered by the caller
 
 
 def job_of(kube: Kube, name: str) -> dict[str, Any] | None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -23,37 +22,11 @@ import pytest
 
 from tests.pruner.cli.test_keras2_files import resnet18_style, with_dead_channels
 from tests.pruner.io.model_files import as_keras_224
+from tests.readme import commands, section
 
 pytestmark = pytest.mark.timeout(600)
 
-README = Path(__file__).resolve().parents[3] / "README.md"
 BIN = Path(sys.executable).parent
-
-
-def section(title: str) -> str:
-    """The README text from the heading `title` to the next heading (outside code blocks)."""
-    lines, inside, fenced = [], False, False
-    for line in README.read_text().splitlines():
-        if line.startswith("```"):
-            fenced = not fenced
-        elif not fenced and line.startswith("#"):
-            if inside:
-                break
-            inside = line == title
-        if inside:
-            lines.append(line)
-    return "\n".join(lines) + "\n"
-
-
-def commands(text: str, tools: tuple[str, ...] = ("prunejob", "tlt-prune")) -> list[list[str]]:
-    """The commands of `tools` in the `sh` blocks of `text`, continuations joined."""
-    found = []
-    for block in re.findall(r"```sh\n(.*?)```", text, re.S):
-        for line in block.replace("\\\n", " ").splitlines():
-            words = shlex.split(line, comments=True)
-            if words and words[0] in tools:
-                found.append(words)
-    return found
 
 
 def value(words: list[str], *flags: str) -> str | None:
@@ -93,7 +66,7 @@ MODELS = {
 
 @pytest.mark.parametrize("title", ["### Examples", "## From TAO and back"])
 def test_the_readmes_pruning_commands_run_as_written(title: str, tmp_path: Path) -> None:
-    lines = commands(section(title))
+    lines = commands(section(title), ("prunejob", "tlt-prune"))
     assert len(lines) >= 2, f"no prunejob commands found under {title!r}"
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     here = tmp_path  # one folder, the lines in order, as a reader pastes them: a line
