@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-import urllib.request
 from typing import Any
 
 import pytest
@@ -75,13 +73,11 @@ def test_a_watch_that_asks_for_tables_gets_one_row_tables(
     # `kubectl get -w` asks for Tables; its header and rows come from the CRD's columns.
     create_widget(custom, namespace, widget("tabled", size=3))
     base = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
-    request = urllib.request.Request(
-        f"{cluster.url}{base}?watch=true&timeoutSeconds=1&includeObject=Object",
-        headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"},
+    (event,) = watch_lines(
+        cluster,
+        f"{base}?watch=true&timeoutSeconds=1&includeObject=Object",
+        {"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"},
     )
-    with urllib.request.urlopen(request, timeout=15) as response:
-        events = [json.loads(line) for line in response.read().splitlines() if line.strip()]
-    (event,) = events
     table = event["object"]
     assert (event["type"], table["kind"]) == ("ADDED", "Table")
     assert [c["name"] for c in table["columnDefinitions"]] == ["Name", "Phase", "Size", "Age"]

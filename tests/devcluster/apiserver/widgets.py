@@ -34,9 +34,12 @@ def http(
         return error.code, json.loads(error.read())
 
 
-def watch_lines(cluster: LocalCluster, path: str) -> list[dict[str, Any]]:
+def watch_lines(
+    cluster: LocalCluster, path: str, headers: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     """Read a watch stream until the server ends it (the path carries timeoutSeconds)."""
-    with urllib.request.urlopen(cluster.url + path, timeout=15) as response:
+    request = urllib.request.Request(cluster.url + path, headers=headers or {})
+    with urllib.request.urlopen(request, timeout=15) as response:
         return [json.loads(line) for line in response.read().splitlines() if line.strip()]
 
 
