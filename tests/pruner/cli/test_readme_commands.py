@@ -6,13 +6,15 @@ run in order in one scratch folder (as a reader pastes them) that holds small mo
 the file names the README uses (`resnet50.keras`, `model.h5`, `model.keras`, TAO's
 `results/weights/resnet18_080.hdf5` as Keras 2.2.4 writes it); every output and report a
 line names must appear. The "Encryption format" block (prunejob encrypt, decrypt, then
-the `age` tool typing the key at its prompt) runs the same way on real bytes and keys.
+the `age` tool typing the key at its prompt) runs the same way on real bytes and keys,
+and the README's report example lists exactly the fields a report has.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -114,3 +116,25 @@ def test_the_readmes_encryption_commands_run_as_written(
     run = age_tool(lines[2][1:], key)
     assert run.returncode == 0, run.transcript
     assert (tmp_path / value(lines[2], "-o")).read_bytes() == original
+
+
+# The README's report example shows every field; these appear only with a flag.
+ONLY_WITH = {"targetSearch": "--target-ratio", "verification": "--verify", "plan": "--dry-run"}
+
+
+@pytest.mark.parametrize("dry_run", [False, True], ids=["written", "dry-run"])
+def test_the_readmes_report_example_has_the_reports_fields(tmp_path: Path, dry_run: bool) -> None:
+    text = section("### `prunejob prune` / `tlt-prune`")
+    (example,) = re.findall(r"```json\n(.*?)```", text, re.S)
+    documented = set(re.findall(r'^  "(\w+)":', example, re.M))
+    keras3_model(tmp_path / "model.keras")
+    words = ["prunejob", "prune", "-m", "model.keras", "--report", "report.json"]
+    words += ["--dry-run"] if dry_run else ["-o", "out.keras"]
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(words, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    fields = set(json.loads((tmp_path / "report.json").read_text()))
+    expected = {key for key in documented if key not in ONLY_WITH or ONLY_WITH[key] in words}
+    if dry_run:
+        expected.discard("output")  # "`output` unless `--dry-run`"
+    assert fields == expected, (sorted(fields), sorted(documented))
